@@ -1,0 +1,209 @@
+//! `ironboot tempurl`: the arguments of `swift tempurl`, and exactly the output of
+//! `swiftclient.utils.generate_temp_url` for them.
+//!
+//! Two deliberate differences from the `swift tempurl` command: the key may come from a file
+//! or the environment instead of the command line, and PATH is never run through `urlparse`,
+//! so object names with `?`, `#` or `;` are signed as they are. A PATH that starts with
+//! `http://` or `https://` is split after the host, and the origin is printed in front of the
+//! result, as `swift tempurl` does.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::CliError;
+use crate::config::Secret;
+use crate::tempurl::{self, Digest, Endpoint, Method, Request, Signer, TempUrlError, expiry};
+
+/// Arguments of `ironboot tempurl`.
+#[derive(Debug, Args)]
+pub struct TempurlArgs {
+    /// Read SECONDS as a Unix time instead of an offset from now.
+    #[arg(long)]
+    absolute: bool,
+    /// Make a prefix-based URL: PATH is /v1/<account>/<container>/<prefix>.
+    #[arg(long = "prefix-based")]
+    prefix_based: bool,
+    /// Write the expiry as an ISO 8601 UTC time.
+    #[arg(long)]
+    iso8601: bool,
+    /// Restrict the URL to this client address or network.
+    #[arg(long = "ip-range", value_name = "RANGE")]
+    ip_range: Option<String>,
+    /// HMAC digest.
+    #[arg(long, default_value = "sha256", value_parser = ["sha1", "sha256", "sha512"])]
+    digest: String,
+    /// Read the key from this file (a trailing newline is ignored).
+    #[arg(long = "key-file", value_name = "FILE", conflicts_with = "key")]
+    key_file: Option<PathBuf>,
+    /// Add `filename=NAME` (not signed): Swift sends it in Content-Disposition.
+    #[arg(long, value_name = "NAME")]
+    filename: Option<String>,
+    /// Add `inline` (not signed): Swift sends Content-Disposition: inline.
+    #[arg(long)]
+    inline: bool,
+    /// Print the absolute, percent-encoded URL under this Swift endpoint (what ironboot puts
+    /// in iPXE scripts) instead of swiftclient's form.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// GET, HEAD, PUT, POST or DELETE.
+    method: String,
+    /// Seconds from now (suffixes s, m, min, h, hr, d allowed), a Unix time with --absolute,
+    /// or an ISO 8601 time (%Y-%m-%dT%H:%M:%SZ, or local %Y-%m-%dT%H:%M:%S or %Y-%m-%d).
+    #[arg(allow_hyphen_values = true)]
+    seconds: String,
+    /// /v1/<account>/<container>/<object>, /info, or a full URL to one of them.
+    path: String,
+    /// The temp-URL key. Prefer --key-file or IRONBOOT_TEMP_URL_KEY: a key on the command
+    /// line ends up in shell history and in the process list.
+    #[arg(env = "IRONBOOT_TEMP_URL_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+/// The local-time conversion `time.mktime` does for the zone-less ISO forms. Works only while
+/// the process is single-threaded, which it is when this command runs.
+fn local_to_unix(t: expiry::CivilTime) -> Result<i64, String> {
+    let as_utc = t.as_utc();
+    let offset_at = |unix: i64| -> Result<i64, String> {
+        let at = time::OffsetDateTime::from_unix_timestamp(unix).map_err(|e| e.to_string())?;
+        time::UtcOffset::local_offset_at(at)
+            .map(|o| i64::from(o.whole_seconds()))
+            .map_err(|_| {
+                "the local time zone is unknown; add Z to give the time in UTC".to_string()
+            })
+    };
+    let guess = as_utc - offset_at(as_utc)?;
+    Ok(as_utc - offset_at(guess)?)
+}
+
+pub(super) fn run(
+    args: TempurlArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
+    let key = match (&args.key, &args.key_file) {
+        (Some(k), None) => Secret::new(k.clone()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("--key-file {}: {e}", path.display())))?;
+            let k = text
+                .strip_suffix('\n')
+                .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                .unwrap_or(&text);
+            if k.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "--key-file {}: the file is empty",
+                    path.display()
+                )));
+            }
+            Secret::new(k)
+        }
+        _ => {
+            return Err(CliError::Usage(
+                "no key: give KEY, --key-file FILE or set IRONBOOT_TEMP_URL_KEY".into(),
+            ));
+        }
+    };
+    let digest: Digest = args.digest.parse()?;
+    let method = Method::parse(&args.method)?;
+    if !method.is_standard() {
+        writeln!(
+            err,
+            "WARNING: Non default HTTP method {method} for tempurl specified, possibly an error"
+        )
+        .ok();
+    }
+    let expiry =
+        expiry::parse(&args.seconds, args.absolute, &local_to_unix).map_err(TempUrlError::from)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let expires = expiry.resolve(now);
+
+    let (origin, path) = split_origin(&args.path);
+    if let Some(range) = args.ip_range.as_deref().filter(|r| !r.is_empty()) {
+        if let Err(e) = tempurl::validate_ip_range(range) {
+            writeln!(err, "WARNING: {e}; Swift will refuse this URL with 401").ok();
+        }
+    }
+    if path != "/info" && path.split('/').nth(1).is_some_and(|v| v != "v1") {
+        writeln!(
+            err,
+            "WARNING: Swift's tempurl only accepts /v1/ paths; this URL will get 401"
+        )
+        .ok();
+    }
+    if digest == Digest::Sha1 {
+        writeln!(
+            err,
+            "WARNING: sha1 is deprecated by Swift; clusters may refuse it"
+        )
+        .ok();
+    }
+
+    let mut req = Request::new(&method, path, expires);
+    req.prefix = args.prefix_based;
+    req.ip_range = args.ip_range.as_deref();
+    req.iso8601 = args.iso8601;
+    req.filename = args.filename.as_deref();
+    req.inline = args.inline;
+    let signed = Signer::new(key.expose().as_bytes(), digest).sign(&req)?;
+    let line = match &args.endpoint {
+        Some(ep) => signed.to_url(&Endpoint::parse(ep)?),
+        None => format!("{}{}", origin.unwrap_or(""), signed.swiftclient_form()),
+    };
+    writeln!(out, "{line}").map_err(CliError::Io)?;
+    Ok(())
+}
+
+/// `https://host:port/v1/a/c/o` → (`https://host:port`, `/v1/a/c/o`); anything else is a
+/// path as it is.
+fn split_origin(path: &str) -> (Option<&str>, &str) {
+    for scheme in ["http://", "https://"] {
+        if let Some(rest) = path.strip_prefix(scheme) {
+            if let Some(slash) = rest.find('/') {
+                let at = scheme.len() + slash;
+                return (Some(&path[..at]), &path[at..]);
+            }
+        }
+    }
+    (None, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_split_without_touching_the_path() {
+        assert_eq!(
+            split_origin("https://h:8080/v1/a/c/o?x#y"),
+            (Some("https://h:8080"), "/v1/a/c/o?x#y")
+        );
+        assert_eq!(split_origin("/v1/a/c/o"), (None, "/v1/a/c/o"));
+        assert_eq!(split_origin("http://h"), (None, "http://h"));
+    }
+
+    #[test]
+    fn utc_local_conversion_matches_the_offset() {
+        // The test process may be multi-threaded, in which case the zone is unknown; both
+        // outcomes are acceptable, a wrong number is not.
+        let t = expiry::CivilTime {
+            year: 2026,
+            month: 11,
+            day: 26,
+            hour: 12,
+            minute: 0,
+            second: 0,
+        };
+        if let Ok(unix) = local_to_unix(t) {
+            let offset = time::UtcOffset::local_offset_at(
+                time::OffsetDateTime::from_unix_timestamp(unix).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(unix + i64::from(offset.whole_seconds()), t.as_utc());
+        }
+    }
+}

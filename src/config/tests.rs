@@ -1,0 +1,423 @@
+use std::io::Write as _;
+use std::path::Path;
+
+use super::*;
+use crate::tempurl::Digest;
+
+fn ok(text: &str) -> Loaded {
+    from_str(text, Some(Path::new("ironboot.conf"))).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match from_str(text, Some(Path::new("ironboot.conf"))) {
+        Ok(_) => panic!("expected errors for {text:?}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const SWIFT: &str = "[ipxe]\nuse_swift = true\n[glance]\nswift_endpoint_url = http://127.0.0.1:8080\n\
+                     swift_account = AUTH_test\nswift_temp_url_key = s3cr3t-key\n";
+
+#[test]
+fn no_file_means_defaults() {
+    let l = ok("");
+    let o = &l.settings.options;
+    assert!(!o.ipxe.use_swift);
+    assert_eq!(o.glance.swift_temp_url_duration, 1200);
+    assert_eq!(o.glance.swift_temp_url_expected_download_start_delay, 0);
+    assert_eq!(o.glance.swift_temp_url_digest, Digest::Sha256);
+    assert_eq!(o.glance.swift_api_version, "v1");
+    assert_eq!(o.glance.swift_account_prefix, "AUTH");
+    assert_eq!(o.glance.swift_container, "glance");
+    assert_eq!(o.glance.swift_store_multiple_containers_seed, 0);
+    assert_eq!(o.pxe.kernel_append_params, "nofb vga=normal");
+    assert_eq!(o.api.port, 6385);
+    assert_eq!(o.httpboot.port, 8080);
+    assert!(o.api.host_ip.is_loopback() && o.httpboot.host_ip.is_loopback());
+    assert_eq!(o.deploy.http_root, o.default.state_path.join("httpboot"));
+    assert_eq!(
+        l.settings.database,
+        DatabaseUrl::Sqlite(o.default.state_path.join("ironboot.sqlite"))
+    );
+    assert!(l.settings.swift.is_none());
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+#[test]
+fn swift_mode_derives_typed_settings() {
+    let l = ok(SWIFT);
+    let s = l.settings.swift.unwrap();
+    assert_eq!(s.public_endpoint.as_str(), "http://127.0.0.1:8080");
+    assert_eq!(s.internal_endpoint, s.public_endpoint);
+    assert_eq!(s.key.expose(), "s3cr3t-key");
+    assert_eq!(s.account, "AUTH_test");
+}
+
+#[test]
+fn internal_endpoint_and_catalog_style_endpoints() {
+    let l = ok(&format!(
+        "{SWIFT}swift_internal_endpoint_url = http://10.1.0.5:8080/v1/AUTH_test/\n\
+         [DEFAULT]\nstate_path = /tmp/x\n"
+    )
+    .replace("http://127.0.0.1:8080", "http://10.0.2.2:8080/v1/AUTH_test"));
+    let s = l.settings.swift.unwrap();
+    assert_eq!(s.public_endpoint.as_str(), "http://10.0.2.2:8080");
+    assert_eq!(s.internal_endpoint.as_str(), "http://10.1.0.5:8080");
+}
+
+#[test]
+fn use_swift_requires_endpoint_account_and_key() {
+    let errs = errors("[ipxe]\nuse_swift = true\n");
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs.iter().any(
+            |e| e.contains("glance.swift_endpoint_url: is required when ipxe.use_swift = true")
+        )
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("glance.swift_account: is required"))
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("glance.swift_temp_url_key: is required"))
+    );
+}
+
+#[test]
+fn deprecated_ironic_name_is_accepted_with_a_warning() {
+    let l = ok(&SWIFT.replace(
+        "[ipxe]\nuse_swift = true\n",
+        "[pxe]\nipxe_use_swift = True\n",
+    ));
+    assert!(l.settings.options.ipxe.use_swift);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("[pxe] ipxe_use_swift is deprecated; use [ipxe] use_swift")),
+        "{:?}",
+        l.warnings
+    );
+    // same value in both places: fine
+    let l = ok(&format!("{SWIFT}[pxe]\nipxe_use_swift = yes\n"));
+    assert!(l.settings.options.ipxe.use_swift);
+}
+
+#[test]
+fn conflicting_new_and_deprecated_names_are_an_error() {
+    let errs = errors("[ipxe]\nuse_swift = false\n[pxe]\nipxe_use_swift = true\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("ironboot.conf:2: ipxe.use_swift: conflicts with its deprecated name pxe.ipxe_use_swift (line 4)"), "{}", errs[0]);
+}
+
+#[test]
+fn bad_values_name_file_line_option_value_and_fix() {
+    let errs = errors("[glance]\n\nswift_store_multiple_containers_seed = 33\n");
+    assert_eq!(
+        errs,
+        vec![
+            "ironboot.conf:3: glance.swift_store_multiple_containers_seed: invalid value \"33\": must be between 0 and 32 \
+              (0 = single container); it must match Glance's setting"
+        ]
+    );
+    let errs = errors("[ipxe]\nuse_swift = sometimes\n");
+    assert_eq!(
+        errs,
+        vec![
+            "ironboot.conf:2: ipxe.use_swift: invalid value \"sometimes\": expected a boolean: true/false, yes/no, on/off or 1/0"
+        ]
+    );
+    let errs = errors("[glance]\nswift_temp_url_digest = md5\n");
+    assert!(errs[0].contains(
+        "glance.swift_temp_url_digest: invalid value \"md5\": expected one of sha1, sha256, sha512"
+    ));
+    let errs = errors("[api]\nport = 0\n");
+    assert!(errs[0].contains("api.port: invalid value \"0\": must be a TCP port"));
+    let errs = errors("[glance]\nswift_temp_url_ip_range = 10.0.0.1/8\n");
+    assert!(
+        errs[0].contains("glance.swift_temp_url_ip_range") && errs[0].contains("10.0.0.0/8"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn duration_must_cover_the_start_delay() {
+    let errs = errors(
+        "[glance]\nswift_temp_url_duration = 15\nswift_temp_url_expected_download_start_delay = 1000\n",
+    );
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("glance.swift_temp_url_duration: 15 is less than glance.swift_temp_url_expected_download_start_delay (1000)"), "{}", errs[0]);
+    ok(
+        "[glance]\nswift_temp_url_duration = 1000\nswift_temp_url_expected_download_start_delay = 1000\n",
+    );
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let errs = errors(
+        "[glance]\nswift_temp_url_duration = x\nswift_store_multiple_containers_seed = -1\n[api]\nport = 99999\n",
+    );
+    assert_eq!(errs.len(), 3, "{errs:?}");
+}
+
+#[test]
+fn key_file_is_read_and_conflicts_with_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::File::create(&key)
+        .unwrap()
+        .write_all(b"from-file\n")
+        .unwrap();
+    let text = SWIFT.replace(
+        "swift_temp_url_key = s3cr3t-key\n",
+        &format!("swift_temp_url_key_file = {}\n", key.display()),
+    );
+    assert_eq!(ok(&text).settings.swift.unwrap().key.expose(), "from-file");
+
+    let both = format!("{SWIFT}swift_temp_url_key_file = {}\n", key.display());
+    let errs = errors(&both);
+    assert!(errs.iter().any(|e| e.contains(
+        "glance.swift_temp_url_key_file: is set together with glance.swift_temp_url_key"
+    )));
+
+    let missing = SWIFT.replace(
+        "swift_temp_url_key = s3cr3t-key\n",
+        "swift_temp_url_key_file = /nonexistent/key\n",
+    );
+    let errs = errors(&missing);
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("glance.swift_temp_url_key_file: cannot read /nonexistent/key")),
+        "{errs:?}"
+    );
+
+    std::fs::write(&key, "").unwrap();
+    let errs = errors(&text);
+    assert!(errs.iter().any(|e| e.contains("is empty")), "{errs:?}");
+}
+
+#[test]
+fn unknown_names_warn_with_suggestions() {
+    let l = ok(
+        "[glance]\nswift_temp_url_duraton = 5\n[glnce]\nx = 1\n[conductor]\nfoo = 1\n[ipxe]\nUSE_SWIFT = false\n",
+    );
+    let w = l.warnings.join("\n");
+    assert!(w.contains("ironboot.conf:2: unknown option [glance] swift_temp_url_duraton is ignored; did you mean swift_temp_url_duration?"), "{w}");
+    assert!(
+        w.contains("ironboot.conf:3: unknown section [glnce] is ignored; did you mean [glance]?"),
+        "{w}"
+    );
+    assert!(
+        w.contains("unknown section [conductor] is ignored\n")
+            || w.ends_with("unknown section [conductor] is ignored"),
+        "{w}"
+    );
+    assert!(
+        w.contains("unknown option [ipxe] USE_SWIFT is ignored; did you mean use_swift?"),
+        "{w}"
+    );
+    // a warning is not an error: the known option kept its default
+    assert_eq!(l.settings.options.glance.swift_temp_url_duration, 1200);
+}
+
+#[test]
+fn interpolation_follows_oslo() {
+    let l = ok(
+        "[DEFAULT]\nstate_path = /srv/ib\n[deploy]\nhttp_root = ${state_path}/www\n[database]\nconnection = sqlite:///$state_path/db.sqlite\n",
+    );
+    assert_eq!(
+        l.settings.options.deploy.http_root,
+        Path::new("/srv/ib/www")
+    );
+    assert_eq!(
+        l.settings.database,
+        DatabaseUrl::Sqlite("/srv/ib/db.sqlite".into())
+    );
+    let l = ok("[glance]\nswift_temp_url_key = a$$b\n");
+    assert_eq!(
+        l.settings
+            .options
+            .glance
+            .swift_temp_url_key
+            .as_ref()
+            .unwrap()
+            .expose(),
+        "a$b"
+    );
+    let errs = errors("[deploy]\nhttp_root = $nosuch/x\n");
+    assert!(
+        errs[0].contains("deploy.http_root: $nosuch does not name a [DEFAULT] option"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_errors_check_output_or_debug() {
+    let l = ok(&format!(
+        "{SWIFT}[database]\nconnection = postgresql+psycopg2://ironic:pgpass@127.0.0.1/ironic\n"
+    ));
+    let rendered = render_effective(&l.settings);
+    assert!(
+        rendered.contains("swift_temp_url_key = <redacted>"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("connection = postgres://ironic:<redacted>@127.0.0.1/ironic"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("s3cr3t") && !rendered.contains("pgpass"));
+    let debug = format!("{:?}", l.settings);
+    assert!(
+        !debug.contains("s3cr3t") && !debug.contains("pgpass"),
+        "{debug}"
+    );
+    assert_eq!(
+        l.settings.database,
+        DatabaseUrl::Postgres(Secret::new("postgres://ironic:pgpass@127.0.0.1/ironic"))
+    );
+
+    // a conflict on a secret does not show either value
+    let errs = errors("[glance]\nswift_temp_url_key = one-secret\nswift_temp_url_key_file = /x\n");
+    assert!(errs.iter().all(|e| !e.contains("one-secret")));
+}
+
+#[test]
+fn database_urls() {
+    assert_eq!(
+        DatabaseUrl::parse("sqlite:////var/lib/ib.sqlite"),
+        Ok(DatabaseUrl::Sqlite("/var/lib/ib.sqlite".into()))
+    );
+    assert!(
+        DatabaseUrl::parse("mysql+pymysql://u:p@h/db")
+            .unwrap_err()
+            .contains("MySQL is not supported")
+    );
+    assert!(DatabaseUrl::parse("sqlite://").is_err());
+    assert!(DatabaseUrl::parse("nonsense").is_err());
+    assert_eq!(
+        validate::redact_url_password("postgres://h/db?user=u&password=p"),
+        "postgres://h/db?user=u&password=<redacted>"
+    );
+    assert_eq!(
+        validate::redact_url_password("postgres://u@h/db"),
+        "postgres://u@h/db"
+    );
+}
+
+#[test]
+fn noauth_is_refused_off_loopback_unless_allowed() {
+    let errs = errors("[api]\nhost_ip = 0.0.0.0\n");
+    assert!(
+        errs[0].starts_with("api.auth_strategy: noauth on the non-loopback address 0.0.0.0"),
+        "{}",
+        errs[0]
+    );
+    let l = ok("[api]\nhost_ip = 0.0.0.0\nallow_insecure_noauth = true\n");
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("anyone who reaches this address"))
+    );
+}
+
+#[test]
+fn token_auth_reads_the_token_file() {
+    let errs = errors("[api]\nauth_strategy = token\n");
+    assert!(errs[0].contains("api.token_file: is required when api.auth_strategy = token"));
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("token");
+    std::fs::write(&tok, "tok-123\n").unwrap();
+    let l = ok(&format!(
+        "[api]\nauth_strategy = token\ntoken_file = {}\nhost_ip = 0.0.0.0\n",
+        tok.display()
+    ));
+    assert_eq!(l.settings.api_token.unwrap().expose(), "tok-123");
+}
+
+#[test]
+fn the_two_listeners_need_different_ports() {
+    let errs = errors("[httpboot]\nport = 6385\n");
+    assert!(errs[0].contains("httpboot.port: 6385 is also api.port"));
+}
+
+#[test]
+fn syntax_errors_are_config_errors_with_a_line() {
+    let err = from_str(
+        "[ipxe]\nuse_swift\n",
+        Some(Path::new("/etc/ironboot/ironboot.conf")),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.0[0].to_string(),
+        "/etc/ironboot/ironboot.conf:2: expected 'name = value', got \"use_swift\""
+    );
+}
+
+#[test]
+fn load_reads_an_explicit_file_and_reports_missing_ones() {
+    let err = load(Some(Path::new("/nonexistent/ironboot.conf"))).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("/nonexistent/ironboot.conf: cannot read the configuration file")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ironboot.conf");
+    std::fs::write(&path, "[glance]\nswift_container = images\n").unwrap();
+    assert_eq!(
+        load(Some(&path))
+            .unwrap()
+            .settings
+            .options
+            .glance
+            .swift_container,
+        "images"
+    );
+}
+
+#[test]
+fn every_default_is_valid_and_the_sample_round_trips() {
+    // Uncommenting every option of the sample must give the defaults back.
+    let sample = sample();
+    let mut uncommented = String::new();
+    for line in sample.lines() {
+        let is_option = line.starts_with('#')
+            && !line.starts_with("# ")
+            && line.contains(" =")
+            && line.len() > 1;
+        if is_option
+            && !line.ends_with(" =")
+            && !line.starts_with("#state_path")
+            && !line.starts_with("#host ")
+        {
+            uncommented.push_str(&line[1..]);
+        } else {
+            uncommented.push_str(line);
+        }
+        uncommented.push('\n');
+    }
+    let from_sample = ok(&uncommented);
+    let defaults = ok("");
+    assert_eq!(
+        from_sample.settings.options.effective(),
+        defaults.settings.options.effective()
+    );
+    assert!(
+        from_sample.warnings.is_empty(),
+        "{:?}",
+        from_sample.warnings
+    );
+    for spec in option_specs() {
+        assert!(
+            sample.contains(&format!("\n#{} =", spec.name)),
+            "{} missing from the sample",
+            spec.key()
+        );
+    }
+}
+
+#[test]
+fn sample_matches_golden_file() {
+    expect_test::expect_file!["../../tests/golden/config-sample.conf"].assert_eq(&sample());
+}

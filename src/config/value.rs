@@ -1,0 +1,226 @@
+//! How one option's text becomes a typed value, and how the value prints back.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use super::secret::{REDACTED, Secret};
+use crate::tempurl::Digest;
+
+/// A type an option can have.
+pub trait OptionValue: Sized {
+    /// oslo.config's words for the type, used in `config sample`.
+    const TYPE_NAME: &'static str;
+    /// Secrets are redacted in `config check`, errors and logs.
+    const SECRET: bool = false;
+    /// Parses the text (already interpolated). The error says what was expected.
+    fn parse(raw: &str) -> Result<Self, String>;
+    /// The value when the option is not set and has no default.
+    fn unset() -> Option<Self> {
+        None
+    }
+    /// The effective value, for `config check`.
+    fn render(&self) -> String;
+}
+
+impl OptionValue for bool {
+    const TYPE_NAME: &'static str = "boolean value";
+
+    fn parse(raw: &str) -> Result<Self, String> {
+        match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "on" | "yes" => Ok(true),
+            "false" | "0" | "off" | "no" => Ok(false),
+            _ => Err("expected a boolean: true/false, yes/no, on/off or 1/0".into()),
+        }
+    }
+
+    fn render(&self) -> String {
+        self.to_string()
+    }
+}
+
+macro_rules! integer_value {
+    ($($t:ty),*) => {$(
+        impl OptionValue for $t {
+            const TYPE_NAME: &'static str = "integer value";
+
+            fn parse(raw: &str) -> Result<Self, String> {
+                raw.parse::<$t>().map_err(|_| {
+                    format!("expected a whole number between {} and {}", <$t>::MIN, <$t>::MAX)
+                })
+            }
+
+            fn render(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+integer_value!(u8, u16, u32, u64);
+
+impl OptionValue for String {
+    const TYPE_NAME: &'static str = "string value";
+
+    fn parse(raw: &str) -> Result<Self, String> {
+        Ok(raw.to_string())
+    }
+
+    fn render(&self) -> String {
+        self.clone()
+    }
+}
+
+impl OptionValue for PathBuf {
+    const TYPE_NAME: &'static str = "path value";
+
+    fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            return Err("expected a path, got an empty value".into());
+        }
+        Ok(PathBuf::from(raw))
+    }
+
+    fn render(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl OptionValue for Secret {
+    const TYPE_NAME: &'static str = "string value, secret";
+    const SECRET: bool = true;
+
+    fn parse(raw: &str) -> Result<Self, String> {
+        Ok(Secret::new(raw))
+    }
+
+    fn render(&self) -> String {
+        REDACTED.into()
+    }
+}
+
+impl OptionValue for Digest {
+    const TYPE_NAME: &'static str = "string value, one of sha1, sha256, sha512";
+
+    fn parse(raw: &str) -> Result<Self, String> {
+        raw.parse()
+            .map_err(|_| "expected one of sha1, sha256, sha512".to_string())
+    }
+
+    fn render(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl OptionValue for IpAddr {
+    const TYPE_NAME: &'static str = "IP address value";
+
+    fn parse(raw: &str) -> Result<Self, String> {
+        raw.parse()
+            .map_err(|_| "expected an IP address such as 127.0.0.1 or ::1".to_string())
+    }
+
+    fn render(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// How API clients prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthStrategy {
+    /// Anyone who can reach the API may use it.
+    Noauth,
+    /// `Authorization: Bearer <token>`, with the token read from `[api] token_file`.
+    Token,
+}
+
+impl OptionValue for AuthStrategy {
+    const TYPE_NAME: &'static str = "string value, one of noauth, token";
+
+    fn parse(raw: &str) -> Result<Self, String> {
+        match raw {
+            "noauth" => Ok(AuthStrategy::Noauth),
+            "token" => Ok(AuthStrategy::Token),
+            "keystone" | "http_basic" => Err(format!(
+                "{raw:?} is an Ironic strategy that ironboot does not implement; use noauth or token"
+            )),
+            _ => Err("expected noauth or token".into()),
+        }
+    }
+
+    fn render(&self) -> String {
+        match self {
+            AuthStrategy::Noauth => "noauth",
+            AuthStrategy::Token => "token",
+        }
+        .into()
+    }
+}
+
+/// Options without a default are optional: an empty value also means "not set".
+impl<T: OptionValue> OptionValue for Option<T> {
+    const TYPE_NAME: &'static str = T::TYPE_NAME;
+    const SECRET: bool = T::SECRET;
+
+    fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            Ok(None)
+        } else {
+            T::parse(raw).map(Some)
+        }
+    }
+
+    fn unset() -> Option<Self> {
+        Some(None)
+    }
+
+    fn render(&self) -> String {
+        match self {
+            Some(v) => v.render(),
+            None => "<None>".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_take_oslo_spellings() {
+        for t in ["true", "True", "1", "on", "YES"] {
+            assert_eq!(bool::parse(t), Ok(true), "{t}");
+        }
+        for f in ["false", "FALSE", "0", "off", "no"] {
+            assert_eq!(bool::parse(f), Ok(false), "{f}");
+        }
+        assert!(bool::parse("maybe").unwrap_err().contains("true/false"));
+        assert!(bool::parse("").is_err());
+    }
+
+    #[test]
+    fn integers_name_their_range() {
+        assert_eq!(u8::parse("32"), Ok(32));
+        assert!(u8::parse("300").unwrap_err().contains("between 0 and 255"));
+        assert!(u64::parse("-1").is_err());
+        assert!(u64::parse("12s").is_err());
+    }
+
+    #[test]
+    fn optional_values_treat_empty_as_unset() {
+        assert_eq!(Option::<u64>::parse(""), Ok(None));
+        assert_eq!(Option::<u64>::parse("5"), Ok(Some(5)));
+        assert_eq!(Option::<u64>::unset(), Some(None));
+        assert_eq!(u64::unset(), None);
+        assert_eq!(Option::<Secret>::parse("k").unwrap().render(), REDACTED);
+        const { assert!(<Option<Secret> as OptionValue>::SECRET) };
+    }
+
+    #[test]
+    fn auth_strategies_explain_ironic_ones() {
+        assert_eq!(AuthStrategy::parse("token"), Ok(AuthStrategy::Token));
+        assert!(
+            AuthStrategy::parse("keystone")
+                .unwrap_err()
+                .contains("does not implement")
+        );
+    }
+}
