@@ -4,6 +4,9 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad arguments, 64 invalid configuration
 //! (`EX_USAGE`, as linkerd2-proxy does).
 
+mod client;
+mod node;
+pub mod serve;
 mod tempurl;
 
 use std::io::Write;
@@ -39,6 +42,10 @@ pub enum Command {
     /// Print a sample configuration or check one.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the API and boot servers (SQLite and loopback unless configured otherwise).
+    Serve,
+    /// Manage nodes through the API.
+    Node(Box<node::NodeArgs>),
     /// Sign a Swift temporary URL, exactly as `swift tempurl` / generate_temp_url would.
     Tempurl(Box<tempurl::TempurlArgs>),
 }
@@ -62,6 +69,14 @@ pub enum CliError {
     TempUrl(#[from] TempUrlError),
     #[error("{0}")]
     Io(std::io::Error),
+    #[error("{0}")]
+    Runtime(String),
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
 }
 
 impl CliError {
@@ -69,7 +84,7 @@ impl CliError {
         match self {
             CliError::Config(_) => ExitCode::from(64),
             CliError::Usage(_) | CliError::TempUrl(_) => ExitCode::from(2),
-            CliError::Io(_) => ExitCode::from(1),
+            CliError::Io(_) | CliError::Runtime(_) | CliError::Api { .. } => ExitCode::from(1),
         }
     }
 }
@@ -81,6 +96,21 @@ pub fn load_config(cli: &Cli, err: &mut dyn Write) -> Result<config::Loaded, Cli
         writeln!(err, "warning: {w}").ok();
     }
     Ok(loaded)
+}
+
+/// Logs to stderr, as text or JSON, filtered by `--log`.
+pub fn init_tracing(cli: &Cli) -> Result<(), CliError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .map_err(|e| CliError::Usage(format!("--log {:?}: {e}", cli.log)))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if cli.log_json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    result.map_err(|e| CliError::Runtime(format!("cannot set up logging: {e}")))
 }
 
 /// Runs a parsed command line. Commands that need no runtime run on this thread.
@@ -97,6 +127,13 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Cli
                 .map_err(CliError::Io)?;
             writeln!(err, "configuration is valid").ok();
             Ok(())
+        }
+        Command::Serve => serve::run(&cli, err),
+        Command::Node(_) => {
+            let Command::Node(args) = cli.command else {
+                unreachable!()
+            };
+            node::run(*args, out)
         }
         Command::Tempurl(_) => {
             let Command::Tempurl(args) = cli.command else {

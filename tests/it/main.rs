@@ -1,1 +1,13 @@
-//! integration tests
+//! Integration tests, compiled into one binary (faster to link, one place to look).
+//!
+//! They use the real services that `scripts/test.sh` starts and describes in environment
+//! variables: Swift (`SWIFT_AIO_*`), python-swiftclient (`IRONBOOT_TEST_PYTHON`) and
+//! PostgreSQL (`IRONBOOT_TEST_PG_URL`). A test whose service is missing fails with a message
+//! saying so; nothing is skipped silently.
+
+mod support;
+
+mod api;
+mod swift_boot;
+mod swift_tempurl;
+mod swiftclient_equality;

@@ -1,0 +1,105 @@
+//! A small client of ironboot's REST API, for the `node` commands.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use super::CliError;
+use crate::config::Secret;
+
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<Secret>,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: Option<Secret>) -> ApiClient {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .expect("a reqwest client with rustls builds");
+        ApiClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    /// Sends a request; a JSON error body becomes `CliError::Api` with its code and message.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, String), CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).query(query);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token.expose());
+        }
+        if let Some(b) = body {
+            let content_type = if path.ends_with("/boot") {
+                "application/json"
+            } else {
+                "application/merge-patch+json"
+            };
+            req = req.header("content-type", content_type).body(b.to_string());
+        }
+        let resp = req.send().await.map_err(|e| {
+            CliError::Runtime(format!("cannot reach the ironboot API at {}: {}; is `ironboot serve` running? (set --url or IRONBOOT_URL)", self.base, root_cause(&e)))
+        })?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| CliError::Runtime(format!("reading the API response: {e}")))?;
+        if status.is_success() {
+            return Ok((status, text));
+        }
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        let (code, message) = match parsed.as_ref().and_then(|v| v.get("error")) {
+            Some(e) => (
+                e.get("code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error")
+                    .to_string(),
+                e.get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&text)
+                    .to_string(),
+            ),
+            None => (status.as_u16().to_string(), text.trim().to_string()),
+        };
+        Err(CliError::Api {
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        let (_, text) = self.send(method, path, query, body).await?;
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| CliError::Runtime(format!("the API sent invalid JSON: {e}")))
+    }
+}
+
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut last = e.to_string();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}

@@ -1,0 +1,136 @@
+//! The conductor's own requests to Swift: a HEAD of each object through a freshly signed
+//! TempURL, on the internal endpoint, before a node is told to boot from it.
+//!
+//! The HEAD uses a GET signature (Swift accepts HEAD for GET, PUT and POST signatures), so a
+//! 200 proves exactly what the node will need: the object exists and the key, digest and
+//! path rules are right.
+
+use std::time::Duration;
+
+use crate::config::SwiftSettings;
+use crate::tempurl::{Method, Request, Signer};
+
+/// What Swift said about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: Option<u64>,
+    pub etag: Option<String>,
+}
+
+/// Why an object could not be checked. Messages name the object, never the signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwiftError {
+    #[error("Swift is unreachable at {endpoint}: {detail}")]
+    Unreachable { endpoint: String, detail: String },
+    #[error("object {path} does not exist in Swift (404)")]
+    NotFound { path: String },
+    #[error(
+        "Swift refused the temporary URL for {path} (401): glance.swift_temp_url_key does not match the \
+         account's or container's Temp-URL-Key, or Swift does not allow the {digest} digest"
+    )]
+    Refused { path: String, digest: String },
+    #[error("Swift answered {status} for {path}")]
+    Status { path: String, status: u16 },
+}
+
+/// A Swift client bound to the internal endpoint and the signing key.
+#[derive(Debug, Clone)]
+pub struct SwiftClient {
+    http: reqwest::Client,
+    settings: SwiftSettings,
+    signer: Signer,
+}
+
+impl SwiftClient {
+    pub fn new(settings: SwiftSettings, timeout: Duration) -> SwiftClient {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a reqwest client with rustls builds");
+        let signer = Signer::new(settings.key.expose().as_bytes(), settings.digest);
+        SwiftClient {
+            http,
+            settings,
+            signer,
+        }
+    }
+
+    /// The unencoded object path of `CONTAINER/OBJECT` in the configured account.
+    pub fn object_path(settings: &SwiftSettings, container: &str, object: &str) -> String {
+        format!(
+            "/{}/{}/{container}/{object}",
+            settings.api_version, settings.account
+        )
+    }
+
+    /// HEADs an object through a GET TempURL valid for a minute.
+    pub async fn head(&self, path: &str, now: i64) -> Result<ObjectInfo, SwiftError> {
+        let get = Method::get();
+        let mut req = Request::new(&get, path, now + 60);
+        req.ip_range = None; // the conductor is not on the nodes' network
+        let url = self
+            .signer
+            .sign(&req)
+            .map_err(|e| SwiftError::Status {
+                path: format!("{path} ({e})"),
+                status: 0,
+            })?
+            .to_url(&self.settings.internal_endpoint);
+        let resp = self
+            .http
+            .head(&url)
+            .send()
+            .await
+            .map_err(|e| SwiftError::Unreachable {
+                endpoint: self.settings.internal_endpoint.to_string(),
+                detail: describe(&e),
+            })?;
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => Ok(ObjectInfo {
+                size: resp
+                    .headers()
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok()?.parse().ok()),
+                etag: resp
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|s| s.trim_matches('"').to_string()),
+            }),
+            404 => Err(SwiftError::NotFound { path: path.into() }),
+            401 | 403 => Err(SwiftError::Refused {
+                path: path.into(),
+                digest: self.settings.digest.to_string(),
+            }),
+            _ => Err(SwiftError::Status {
+                path: path.into(),
+                status,
+            }),
+        }
+    }
+}
+
+/// A reqwest error without the URL (which holds a signature).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}

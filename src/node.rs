@@ -1,0 +1,391 @@
+//! Nodes: what a machine is (MACs, boot mode, images) and what it should boot next. Pure
+//! types and validation; storage is in `store`, the boot logic in `boot`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A field that failed validation, with the field's path (`macs[1]`,
+/// `driver_info.deploy_kernel`) and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A unicast Ethernet MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac([u8; 6]);
+
+impl Mac {
+    /// Parses `52:54:00:12:34:56`, `52-54-00-12-34-56`, `5254.0012.3456` or `525400123456`,
+    /// in any case.
+    pub fn parse(s: &str) -> Result<Mac, String> {
+        let hex: String = s
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, ':' | '-' | '.'))
+            .collect();
+        let shaped = {
+            let t = s.trim();
+            let colon = t.len() == 17 && (t.split(':').count() == 6 || t.split('-').count() == 6);
+            let cisco = t.len() == 14 && t.split('.').count() == 3;
+            colon || cisco || t.len() == 12
+        };
+        if !shaped || hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{s:?} is not a MAC address; write six hex octets such as 52:54:00:12:34:56"
+            ));
+        }
+        let mut bytes = [0u8; 6];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).expect("checked hex");
+        }
+        if bytes[0] & 1 == 1 {
+            return Err(format!(
+                "{s:?} is a multicast address; a NIC's MAC is unicast"
+            ));
+        }
+        if bytes == [0; 6] {
+            return Err(format!("{s:?} is the all-zero address"));
+        }
+        Ok(Mac(bytes))
+    }
+
+    /// `52-54-00-12-34-56`: iPXE's `${mac:hexhyp}` and Ironic's `pxelinux.cfg` file name.
+    pub fn hexhyp(&self) -> String {
+        self.0
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join("-")
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mac::parse(s)
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vm])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(&self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "{s:?} is not one of {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Firmware kind; UEFI scripts need `initrd=<name>` on the kernel line.
+    BootMode { Bios = "bios", Uefi = "uefi" }
+}
+
+string_enum! {
+    /// What the node boots next.
+    Target {
+        /// Nothing: the boot server answers 404 and the machine moves on.
+        None = "none",
+        /// The deploy ramdisk (driver_info.deploy_kernel/deploy_ramdisk).
+        Deploy = "deploy",
+        /// The instance's kernel and ramdisk (instance_info.kernel/ramdisk).
+        Instance = "instance",
+        /// The local disk.
+        Local = "local",
+    }
+}
+
+string_enum! {
+    /// Outcome of the last boot preparation.
+    State {
+        /// No boot target.
+        Idle = "idle",
+        /// The target was prepared and is served.
+        Ready = "ready",
+        /// The last preparation failed; see last_error. The previous target stays in force.
+        Failed = "failed",
+    }
+}
+
+/// Images for the deploy ramdisk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_ramdisk: Option<String>,
+    /// Anything else an operator keeps here; stored and returned as is.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// Images and kernel arguments for the instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramdisk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_append_params: Option<String>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// What `prepare` checked and the boot path renders: the node's boot exactly as validated,
+/// so later edits of driver_info or instance_info take effect only at the next prepare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedBoot {
+    pub target: Target,
+    pub boot_mode: BootMode,
+    /// Kernel and ramdisk references (absent for local boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramdisk: Option<String>,
+    /// The kernel command line.
+    #[serde(default)]
+    pub kernel_args: String,
+}
+
+/// A node as stored and returned by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub uuid: uuid::Uuid,
+    pub name: Option<String>,
+    pub macs: Vec<Mac>,
+    pub boot_mode: BootMode,
+    pub driver_info: DriverInfo,
+    pub instance_info: InstanceInfo,
+    pub target: Target,
+    pub state: State,
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<PreparedBoot>,
+    /// RFC 3339.
+    pub created_at: String,
+    pub updated_at: String,
+    /// Incremented by every change; used for optimistic concurrency.
+    #[serde(skip)]
+    pub version: i64,
+}
+
+/// Checks a node name: Ironic allows letters, digits and `-._~`, and a name must not look
+/// like a UUID (it would shadow one).
+pub fn validate_name(name: &str) -> Result<(), FieldError> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(FieldError::new("name", "must be 1 to 255 characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    {
+        return Err(FieldError::new(
+            "name",
+            format!("{name:?} may contain only letters, digits and -._~"),
+        ));
+    }
+    if uuid::Uuid::try_parse(name).is_ok() {
+        return Err(FieldError::new(
+            "name",
+            format!("{name:?} looks like a UUID; names must not, so they cannot shadow one"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses and de-duplicates a list of MACs; errors name the index.
+pub fn parse_macs(raw: &[String]) -> Result<Vec<Mac>, FieldError> {
+    let mut macs = Vec::with_capacity(raw.len());
+    for (i, text) in raw.iter().enumerate() {
+        let mac = Mac::parse(text).map_err(|m| FieldError::new(format!("macs[{i}]"), m))?;
+        if macs.contains(&mac) {
+            return Err(FieldError::new(
+                format!("macs[{i}]"),
+                format!("{mac} is listed twice"),
+            ));
+        }
+        macs.push(mac);
+    }
+    Ok(macs)
+}
+
+/// Checks a kernel command line.
+pub fn validate_kernel_args(field: &str, args: &str) -> Result<(), FieldError> {
+    if args.contains(['\n', '\r']) {
+        return Err(FieldError::new(field, "must be a single line"));
+    }
+    if args.contains("${") {
+        return Err(FieldError::new(
+            field,
+            "must not contain ${: iPXE would expand it",
+        ));
+    }
+    if args.split_whitespace().any(|t| t.starts_with('#')) {
+        return Err(FieldError::new(
+            field,
+            "no word may start with #: iPXE would read the rest of the line as a comment",
+        ));
+    }
+    if args
+        .split_whitespace()
+        .any(|t| matches!(t, "||" | "&&" | ";"))
+    {
+        return Err(FieldError::new(
+            field,
+            "must not contain ||, && or ; as separate words: iPXE reads them as operators",
+        ));
+    }
+    if args.len() > 2048 {
+        return Err(FieldError::new(
+            field,
+            "is longer than the 2048-byte x86 kernel command line",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_normalize_from_every_common_spelling() {
+        for s in [
+            "52:54:00:12:34:56",
+            "52-54-00-12-34-56",
+            "52:54:00:12:34:56 ",
+            "5254.0012.3456",
+            "525400123456",
+            "52:54:00:12:34:56".to_uppercase().as_str(),
+        ] {
+            let m = Mac::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(m.to_string(), "52:54:00:12:34:56");
+            assert_eq!(m.hexhyp(), "52-54-00-12-34-56");
+        }
+    }
+
+    #[test]
+    fn bad_macs_say_why() {
+        assert!(
+            Mac::parse("52:54:00:12:34")
+                .unwrap_err()
+                .contains("not a MAC address")
+        );
+        assert!(
+            Mac::parse("52:54:00:12:34:5g")
+                .unwrap_err()
+                .contains("not a MAC address")
+        );
+        assert!(Mac::parse("52:54:00:12:34:56:78").is_err());
+        assert!(Mac::parse("5:54:00:12:34:56").is_err());
+        assert!(Mac::parse("").is_err());
+        assert!(
+            Mac::parse("01:00:5e:00:00:01")
+                .unwrap_err()
+                .contains("multicast")
+        );
+        assert!(
+            Mac::parse("00:00:00:00:00:00")
+                .unwrap_err()
+                .contains("all-zero")
+        );
+    }
+
+    #[test]
+    fn mac_lists_name_the_bad_index() {
+        let err = parse_macs(&["52:54:00:12:34:56".into(), "nope".into()]).unwrap_err();
+        assert_eq!(err.field, "macs[1]");
+        let err =
+            parse_macs(&["52:54:00:12:34:56".into(), "52-54-00-12-34-56".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "macs[1]: 52:54:00:12:34:56 is listed twice"
+        );
+    }
+
+    #[test]
+    fn names_follow_ironic_rules() {
+        assert!(validate_name("node-1.rack_2~a").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("has space").is_err());
+        assert!(
+            validate_name("757274c4-2856-4bd2-bb20-9a4a231e187b")
+                .unwrap_err()
+                .message
+                .contains("UUID")
+        );
+    }
+
+    #[test]
+    fn kernel_args_cannot_break_the_script() {
+        assert!(validate_kernel_args("k", "nofb vga=normal console=ttyS0 a=b&c").is_ok());
+        for bad in ["a\nb", "x=${foo}", "a #comment", "a || b", "a ; b"] {
+            assert!(validate_kernel_args("k", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn enums_round_trip_and_list_choices() {
+        assert_eq!("uefi".parse::<BootMode>(), Ok(BootMode::Uefi));
+        assert_eq!("deploy".parse::<Target>(), Ok(Target::Deploy));
+        assert_eq!(
+            "rescue".parse::<Target>().unwrap_err(),
+            "\"rescue\" is not one of none, deploy, instance, local"
+        );
+        assert_eq!(serde_json::to_string(&Target::Local).unwrap(), "\"local\"");
+    }
+}

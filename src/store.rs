@@ -1,0 +1,516 @@
+//! Persistence of nodes in SQLite (embedded default) or PostgreSQL, through sqlx's `Any`
+//! driver and one set of portable migrations (`migrations/`).
+//!
+//! Every change is one transaction. Updates are optimistic: a node carries a `version`, and
+//! an update whose version no longer matches fails with [`StoreError::Conflict`] instead of
+//! overwriting someone else's change. MACs live in their own table with a primary key, so a
+//! MAC can belong to one node only, whatever the backend.
+//!
+//! This module holds no business rules: it stores what `boot` and the API decided.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use uuid::Uuid;
+
+use crate::config::DatabaseUrl;
+use crate::node::{BootMode, DriverInfo, InstanceInfo, Mac, Node, PreparedBoot, State, Target};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("node {0} not found")]
+    NotFound(String),
+    #[error("MAC {mac} already belongs to node {owner}")]
+    DuplicateMac { mac: Mac, owner: String },
+    #[error("name {0:?} is already used by another node")]
+    DuplicateName(String),
+    #[error("node {0} was changed by another request; read it again and retry")]
+    Conflict(Uuid),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error("stored node {uuid} is corrupt: {detail}")]
+    Corrupt { uuid: String, detail: String },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The fields of a new node.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub name: Option<String>,
+    pub macs: Vec<Mac>,
+    pub boot_mode: BootMode,
+    pub driver_info: DriverInfo,
+    pub instance_info: InstanceInfo,
+}
+
+/// Filters for listing nodes; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFilter {
+    pub target: Option<Target>,
+    pub state: Option<State>,
+    pub mac: Option<Mac>,
+    pub name: Option<String>,
+}
+
+/// What the boot path needs to render a node's script: no MAC list, no documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootRecord {
+    pub uuid: Uuid,
+    pub name: Option<String>,
+    pub target: Target,
+    pub prepared: Option<PreparedBoot>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds → RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .expect("formatting a UTC time")
+}
+
+fn sqlite_url(path: &std::path::Path) -> String {
+    let encoded: String = path
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| match c {
+            '%' => "%25".to_string(),
+            '?' => "%3F".to_string(),
+            '#' => "%23".to_string(),
+            ' ' => "%20".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    format!("sqlite://{encoded}?mode=rwc")
+}
+
+impl Store {
+    /// Opens (creating it for SQLite) and migrates the database.
+    pub async fn open(db: &DatabaseUrl, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = match db {
+            DatabaseUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Open(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+                (sqlite_url(path), Backend::Sqlite)
+            }
+            DatabaseUrl::Postgres(url) => (url.expose().to_string(), Backend::Postgres),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|e| {
+                StoreError::Open(crate::config::validate::redact_url_password(&e.to_string()))
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool (waits for connections in use).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Creates a node. Duplicate MACs and names are reported with the node that has them.
+    pub async fn create_node(&self, new: NewNode) -> Result<Node, StoreError> {
+        let uuid = Uuid::new_v4();
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        check_unique(&mut tx, uuid, new.name.as_deref(), &new.macs).await?;
+        sqlx::query(
+            "INSERT INTO nodes (uuid, name, boot_mode, driver_info, instance_info, target, state, last_error, \
+             prepared, created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, 1)",
+        )
+        .bind(uuid.to_string())
+        .bind(new.name.clone())
+        .bind(new.boot_mode.as_str())
+        .bind(to_json(&new.driver_info))
+        .bind(to_json(&new.instance_info))
+        .bind(Target::None.as_str())
+        .bind(State::Idle.as_str())
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_violation(e, new.name.as_deref()))?;
+        insert_macs(&mut tx, uuid, &new.macs).await?;
+        tx.commit().await?;
+        self.get_node(&uuid.to_string()).await
+    }
+
+    /// A node by UUID or name.
+    pub async fn get_node(&self, ident: &str) -> Result<Node, StoreError> {
+        let row = match Uuid::try_parse(ident) {
+            Ok(uuid) => {
+                sqlx::query("SELECT * FROM nodes WHERE uuid = $1")
+                    .bind(uuid.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            Err(_) => {
+                sqlx::query("SELECT * FROM nodes WHERE name = $1")
+                    .bind(ident.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        let row = row.ok_or_else(|| StoreError::NotFound(ident.to_string()))?;
+        let mut node = node_from_row(&row)?;
+        let macs = sqlx::query("SELECT mac FROM node_macs WHERE node_uuid = $1 ORDER BY mac")
+            .bind(node.uuid.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        node.macs = macs
+            .iter()
+            .map(|r| parse_mac(&node.uuid.to_string(), r))
+            .collect::<Result<_, _>>()?;
+        Ok(node)
+    }
+
+    /// Nodes matching a filter, by creation time.
+    pub async fn list_nodes(&self, filter: &NodeFilter) -> Result<Vec<Node>, StoreError> {
+        let mut sql = String::from("SELECT * FROM nodes WHERE 1 = 1");
+        let mut args: Vec<String> = Vec::new();
+        let mut add = |clause: &str, value: String, args: &mut Vec<String>| {
+            args.push(value);
+            sql.push_str(&format!(" AND {clause} ${}", args.len()));
+        };
+        if let Some(t) = filter.target {
+            add("target =", t.as_str().into(), &mut args);
+        }
+        if let Some(s) = filter.state {
+            add("state =", s.as_str().into(), &mut args);
+        }
+        if let Some(n) = &filter.name {
+            add("name =", n.clone(), &mut args);
+        }
+        if let Some(m) = filter.mac {
+            add(
+                "uuid IN (SELECT node_uuid FROM node_macs WHERE mac =",
+                m.to_string(),
+                &mut args,
+            );
+            sql.push(')');
+        }
+        sql.push_str(" ORDER BY created_at, uuid");
+        // Only static fragments and $n placeholders went into `sql`; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for a in &args {
+            query = query.bind(a.clone());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let mut nodes: Vec<Node> = rows.iter().map(node_from_row).collect::<Result<_, _>>()?;
+        let mut macs: HashMap<String, Vec<Mac>> = HashMap::new();
+        for r in sqlx::query("SELECT node_uuid, mac FROM node_macs ORDER BY mac")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let owner: String = r.try_get("node_uuid")?;
+            let mac = parse_mac(&owner, &r)?;
+            macs.entry(owner).or_default().push(mac);
+        }
+        for node in &mut nodes {
+            node.macs = macs.remove(&node.uuid.to_string()).unwrap_or_default();
+        }
+        Ok(nodes)
+    }
+
+    /// Writes a changed node (every field but uuid and created_at), if nobody changed it
+    /// since it was read (`node.version`). Returns the stored node.
+    pub async fn update_node(&self, node: &Node) -> Result<Node, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        check_unique(&mut tx, node.uuid, node.name.as_deref(), &node.macs).await?;
+        let done = sqlx::query(
+            "UPDATE nodes SET name = $1, boot_mode = $2, driver_info = $3, instance_info = $4, target = $5, \
+             state = $6, last_error = $7, prepared = $8, updated_at = $9, version = version + 1 \
+             WHERE uuid = $10 AND version = $11",
+        )
+        .bind(node.name.clone())
+        .bind(node.boot_mode.as_str())
+        .bind(to_json(&node.driver_info))
+        .bind(to_json(&node.instance_info))
+        .bind(node.target.as_str())
+        .bind(node.state.as_str())
+        .bind(node.last_error.clone())
+        .bind(node.prepared.as_ref().map(to_json))
+        .bind(now_ms())
+        .bind(node.uuid.to_string())
+        .bind(node.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_violation(e, node.name.as_deref()))?;
+        if done.rows_affected() != 1 {
+            let exists = sqlx::query("SELECT 1 FROM nodes WHERE uuid = $1")
+                .bind(node.uuid.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(match exists {
+                Some(_) => StoreError::Conflict(node.uuid),
+                None => StoreError::NotFound(node.uuid.to_string()),
+            });
+        }
+        sqlx::query("DELETE FROM node_macs WHERE node_uuid = $1")
+            .bind(node.uuid.to_string())
+            .execute(&mut *tx)
+            .await?;
+        insert_macs(&mut tx, node.uuid, &node.macs).await?;
+        tx.commit().await?;
+        self.get_node(&node.uuid.to_string()).await
+    }
+
+    /// Deletes a node and its MACs.
+    pub async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM node_macs WHERE node_uuid = $1")
+            .bind(uuid.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM nodes WHERE uuid = $1")
+            .bind(uuid.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(uuid.to_string()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The boot record of the node that owns a MAC: the boot path's only query.
+    pub async fn boot_record(&self, mac: &Mac) -> Result<Option<BootRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT n.uuid, n.name, n.target, n.prepared FROM node_macs m JOIN nodes n ON n.uuid = m.node_uuid WHERE m.mac = $1",
+        )
+        .bind(mac.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| boot_record(&r)).transpose()
+    }
+
+    /// Boot records of every node with a target, for rewriting the static mirror.
+    pub async fn boot_records_with_target(
+        &self,
+    ) -> Result<Vec<(BootRecord, Vec<Mac>)>, StoreError> {
+        let nodes = self.list_nodes(&NodeFilter::default()).await?;
+        Ok(nodes
+            .into_iter()
+            .filter(|n| n.target != Target::None)
+            .map(|n| {
+                (
+                    BootRecord {
+                        uuid: n.uuid,
+                        name: n.name,
+                        target: n.target,
+                        prepared: n.prepared,
+                    },
+                    n.macs,
+                )
+            })
+            .collect())
+    }
+}
+
+async fn check_unique(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    uuid: Uuid,
+    name: Option<&str>,
+    macs: &[Mac],
+) -> Result<(), StoreError> {
+    if let Some(name) = name {
+        let other = sqlx::query("SELECT uuid FROM nodes WHERE name = $1 AND uuid <> $2")
+            .bind(name.to_string())
+            .bind(uuid.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+        if other.is_some() {
+            return Err(StoreError::DuplicateName(name.to_string()));
+        }
+    }
+    for mac in macs {
+        let owner =
+            sqlx::query("SELECT node_uuid FROM node_macs WHERE mac = $1 AND node_uuid <> $2")
+                .bind(mac.to_string())
+                .bind(uuid.to_string())
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(row) = owner {
+            return Err(StoreError::DuplicateMac {
+                mac: *mac,
+                owner: row.try_get("node_uuid")?,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn insert_macs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    uuid: Uuid,
+    macs: &[Mac],
+) -> Result<(), StoreError> {
+    for mac in macs {
+        sqlx::query("INSERT INTO node_macs (mac, node_uuid) VALUES ($1, $2)")
+            .bind(mac.to_string())
+            .bind(uuid.to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::DuplicateMac {
+                    mac: *mac,
+                    owner: "another node (created concurrently)".into(),
+                },
+                _ => e.into(),
+            })?;
+    }
+    Ok(())
+}
+
+/// A unique violation that raced past `check_unique`.
+fn unique_violation(e: sqlx::Error, name: Option<&str>) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::DuplicateName(name.unwrap_or_default().to_string())
+        }
+        _ => e.into(),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("node documents serialize")
+}
+
+fn corrupt(uuid: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        uuid: uuid.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+fn parse_mac(owner: &str, row: &AnyRow) -> Result<Mac, StoreError> {
+    let text: String = row.try_get("mac")?;
+    Mac::parse(&text).map_err(|e| corrupt(owner, e))
+}
+
+fn parse_field<T: FromStr<Err = String>>(
+    uuid: &str,
+    row: &AnyRow,
+    column: &str,
+) -> Result<T, StoreError> {
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .map_err(|e| corrupt(uuid, format!("{column}: {e}")))
+}
+
+fn json_field<T: serde::de::DeserializeOwned>(
+    uuid: &str,
+    row: &AnyRow,
+    column: &str,
+) -> Result<Option<T>, StoreError> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(uuid, format!("{column}: {e}"))))
+        .transpose()
+}
+
+fn node_from_row(row: &AnyRow) -> Result<Node, StoreError> {
+    let uuid_text: String = row.try_get("uuid")?;
+    let u = uuid_text.as_str();
+    Ok(Node {
+        uuid: Uuid::try_parse(u).map_err(|e| corrupt(u, e))?,
+        name: row.try_get("name")?,
+        macs: Vec::new(),
+        boot_mode: parse_field(u, row, "boot_mode")?,
+        driver_info: json_field(u, row, "driver_info")?.unwrap_or_default(),
+        instance_info: json_field(u, row, "instance_info")?.unwrap_or_default(),
+        target: parse_field(u, row, "target")?,
+        state: parse_field(u, row, "state")?,
+        last_error: row.try_get("last_error")?,
+        prepared: json_field(u, row, "prepared")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+        updated_at: rfc3339(row.try_get("updated_at")?),
+        version: row.try_get("version")?,
+    })
+}
+
+fn boot_record(row: &AnyRow) -> Result<BootRecord, StoreError> {
+    let uuid_text: String = row.try_get("uuid")?;
+    let u = uuid_text.as_str();
+    Ok(BootRecord {
+        uuid: Uuid::try_parse(u).map_err(|e| corrupt(u, e))?,
+        name: row.try_get("name")?,
+        target: parse_field(u, row, "target")?,
+        prepared: json_field(u, row, "prepared")?,
+    })
+}

@@ -1,0 +1,729 @@
+//! The REST API and the boot listener, on SQLite and on PostgreSQL, with http(s) image
+//! references (Swift-backed boots are in `swift_boot.rs`).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::server::{Db, TestServer, assert_error, random_mac};
+
+/// Runs an async test body against both databases.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(Db::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(Db::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both_databases!(
+    node_lifecycle,
+    bad_input_gets_clear_errors,
+    boot_targets_and_scripts,
+    failed_preparation_records_last_error_and_keeps_the_previous_target,
+    static_mirror_follows_the_nodes,
+);
+
+fn http_node(mac: &str) -> Value {
+    json!({
+        "name": format!("n-{}", &mac[9..].replace(':', "")),
+        "macs": [mac],
+        "boot_mode": "bios",
+        "driver_info": {"deploy_kernel": "http://10.0.2.2:8080/deploy/vmlinuz", "deploy_ramdisk": "http://10.0.2.2:8080/deploy/initrd.img?v=1&x=2"},
+        "instance_info": {"kernel": "https://images.example.com/k", "ramdisk": "https://images.example.com/r", "kernel_append_params": "root=/dev/ram0 console=ttyS0"},
+    })
+}
+
+async fn node_lifecycle(db: Db) {
+    let s = TestServer::start(db, "").await;
+    let mac = random_mac();
+    let (status, node) = s
+        .call(Method::POST, "/v1/nodes", Some(http_node(&mac)))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{node}");
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    let name = node["name"].as_str().unwrap().to_string();
+    assert_eq!(node["macs"], json!([mac]));
+    assert_eq!(
+        (node["target"].as_str(), node["state"].as_str()),
+        (Some("none"), Some("idle"))
+    );
+    assert_eq!(node["last_error"], Value::Null);
+
+    // by uuid and by name
+    for ident in [&uuid, &name] {
+        let (st, got) = s
+            .call(Method::GET, &format!("/v1/nodes/{ident}"), None)
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(got["uuid"], uuid.as_str());
+    }
+    // list with filters
+    let other = random_mac();
+    s.call(
+        Method::POST,
+        "/v1/nodes",
+        Some(json!({"macs": [other], "boot_mode": "uefi"})),
+    )
+    .await;
+    let (_, all) = s.call(Method::GET, "/v1/nodes", None).await;
+    assert_eq!(all["nodes"].as_array().unwrap().len(), 2);
+    let (_, by_mac) = s
+        .call(
+            Method::GET,
+            &format!("/v1/nodes?mac={}", mac.to_uppercase().replace(':', "-")),
+            None,
+        )
+        .await;
+    assert_eq!(by_mac["nodes"][0]["uuid"], uuid.as_str());
+    assert_eq!(by_mac["nodes"].as_array().unwrap().len(), 1);
+    let (_, by_name) = s
+        .call(Method::GET, &format!("/v1/nodes?name={name}"), None)
+        .await;
+    assert_eq!(by_name["nodes"].as_array().unwrap().len(), 1);
+    let (_, idle) = s
+        .call(Method::GET, "/v1/nodes?target=none&state=idle", None)
+        .await;
+    assert_eq!(idle["nodes"].as_array().unwrap().len(), 2);
+
+    // merge patch: rename, drop a key with null, add a MAC, keep the rest
+    let added = random_mac();
+    let patch = json!({"name": "renamed", "macs": [mac, added], "instance_info": {"kernel_append_params": null}, "driver_info": {"site": "rack-7"}});
+    let (st, patched) = s
+        .call(Method::PATCH, &format!("/v1/nodes/{uuid}"), Some(patch))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{patched}");
+    assert_eq!(patched["name"], "renamed");
+    assert_eq!(patched["macs"].as_array().unwrap().len(), 2);
+    assert_eq!(patched["instance_info"].get("kernel_append_params"), None);
+    assert_eq!(
+        patched["instance_info"]["kernel"],
+        "https://images.example.com/k"
+    );
+    assert_eq!(patched["driver_info"]["site"], "rack-7");
+    assert_eq!(
+        patched["driver_info"]["deploy_kernel"],
+        "http://10.0.2.2:8080/deploy/vmlinuz"
+    );
+    assert_ne!(patched["updated_at"], node["updated_at"]);
+
+    // delete
+    let (st, _) = s.call(Method::DELETE, "/v1/nodes/renamed", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let gone = s
+        .call(Method::GET, &format!("/v1/nodes/{uuid}"), None)
+        .await;
+    assert_error(&gone, StatusCode::NOT_FOUND, "node_not_found", None);
+    // its MACs are free again
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"macs": [mac, added]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    s.stop().await;
+}
+
+async fn bad_input_gets_clear_errors(db: Db) {
+    let s = TestServer::start(db, "").await;
+    // malformed bodies
+    let r = s
+        .request(Method::POST, "/v1/nodes", Some("{\"macs\": [".into()), None)
+        .await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!(["not", "an", "object"])),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_body", None);
+    let r = s
+        .call(Method::POST, "/v1/nodes", Some(json!({"mcas": []})))
+        .await;
+    let m = assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", None);
+    assert!(m.contains("unknown field `mcas`"), "{m}");
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"driver_info": {"deploy_kernel": 42}})),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("driver_info.deploy_kernel"),
+    );
+
+    // bad and duplicate MACs
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"macs": [random_mac(), "52:54:00:zz:00:01"]})),
+        )
+        .await;
+    let m = assert_error(&r, StatusCode::BAD_REQUEST, "invalid_mac", Some("macs[1]"));
+    assert!(
+        m.contains("\"52:54:00:zz:00:01\" is not a MAC address"),
+        "{m}"
+    );
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"macs": ["01:00:5e:00:00:01"]})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_mac", Some("macs[0]"));
+    let mac = random_mac();
+    let (_, first) = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"name": "first", "macs": [mac]})),
+        )
+        .await;
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"macs": [mac.replace(':', "-").to_uppercase()]})),
+        )
+        .await;
+    let m = assert_error(&r, StatusCode::CONFLICT, "duplicate_mac", Some("macs"));
+    assert!(
+        m.contains(first["uuid"].as_str().unwrap()),
+        "names the owner: {m}"
+    );
+    let r = s
+        .call(Method::POST, "/v1/nodes", Some(json!({"name": "first"})))
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "duplicate_name", Some("name"));
+    // nothing was half-written: still exactly one node
+    let (_, all) = s.call(Method::GET, "/v1/nodes", None).await;
+    assert_eq!(all["nodes"].as_array().unwrap().len(), 1);
+
+    // other fields
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"boot_mode": "legacy"})),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("boot_mode"),
+    );
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"name": "has space"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("name"));
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"instance_info": {"kernel_append_params": "a ${x}"}})),
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("instance_info.kernel_append_params"),
+    );
+    let r = s
+        .call(
+            Method::PATCH,
+            "/v1/nodes/first",
+            Some(json!({"target": "deploy"})),
+        )
+        .await;
+    let m = assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "read_only_field",
+        Some("target"),
+    );
+    assert!(m.contains("PUT /v1/nodes/{node}/boot"), "{m}");
+    let r = s
+        .call(
+            Method::PUT,
+            "/v1/nodes/first/boot",
+            Some(json!({"target": "rescue"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("target"));
+    let r = s
+        .call(Method::PUT, "/v1/nodes/first/boot", Some(json!({})))
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_body", None);
+    let r = s.call(Method::GET, "/v1/nodes/nope", None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "node_not_found", None);
+    let r = s.call(Method::GET, "/v1/nodes?state=weird", None).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_field", Some("state"));
+    let r = s.call(Method::GET, "/v2/nothing", None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found", None);
+
+    // errors are counted by code
+    assert_eq!(
+        s.metric("ironboot_errors_total{reason=\"duplicate_mac\"}")
+            .await,
+        Some(1.0)
+    );
+    assert!(
+        s.metric("ironboot_errors_total{reason=\"invalid_mac\"}")
+            .await
+            >= Some(2.0)
+    );
+    s.stop().await;
+}
+
+async fn boot_targets_and_scripts(db: Db) {
+    let s = TestServer::start(
+        db,
+        "[pxe]\nipxe_timeout = 30\nkernel_append_params = nofb vga=normal console=ttyS0\n",
+    )
+    .await;
+    let mac = random_mac();
+    let hexhyp = mac.replace(':', "-");
+    let (_, node) = s
+        .call(Method::POST, "/v1/nodes", Some(http_node(&mac)))
+        .await;
+    let uuid = node["uuid"].as_str().unwrap();
+    let path = format!("/pxelinux.cfg/{hexhyp}");
+
+    // no target: 404, so the master script moves on
+    assert_eq!(s.boot_get(&path).await.0, StatusCode::NOT_FOUND);
+
+    let (st, ready) = s
+        .call(
+            Method::PUT,
+            &format!("/v1/nodes/{uuid}/boot"),
+            Some(json!({"target": "deploy"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{ready}");
+    assert_eq!(
+        (ready["target"].as_str(), ready["state"].as_str()),
+        (Some("deploy"), Some("ready"))
+    );
+    let (st, script) = s.boot_get(&path).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(script.starts_with("#!ipxe\n"));
+    assert!(
+        script.contains("kernel --name deploy_kernel --timeout 30000 http://10.0.2.2:8080/deploy/vmlinuz nofb vga=normal console=ttyS0 initrd=deploy_ramdisk "),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!("BOOTIF=01-{hexhyp} || goto retry")),
+        "{script}"
+    );
+    assert!(script.contains("initrd --name deploy_ramdisk --timeout 30000 http://10.0.2.2:8080/deploy/initrd.img?v=1&x=2 || goto retry"), "{script}");
+    // PXE-style and colon spellings of the MAC reach the same script
+    assert_eq!(
+        s.boot_get(&format!("/pxelinux.cfg/01-{hexhyp}")).await,
+        (StatusCode::OK, script.clone())
+    );
+    // the API preview is the same script
+    let preview = s
+        .request(Method::GET, &format!("/v1/nodes/{uuid}/ipxe"), None, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(preview, script);
+
+    // instance: the node's kernel_append_params win over the config's
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            &format!("/v1/nodes/{uuid}/boot"),
+            Some(json!({"target": "instance"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, script) = s.boot_get(&path).await;
+    assert!(script.contains("kernel --name kernel --timeout 30000 https://images.example.com/k root=/dev/ram0 console=ttyS0 initrd=ramdisk "), "{script}");
+    assert!(!script.contains("nofb"), "{script}");
+
+    // local: exit (and sanboot on BIOS), no image
+    s.call(
+        Method::PUT,
+        &format!("/v1/nodes/{uuid}/boot"),
+        Some(json!({"target": "local"})),
+    )
+    .await;
+    let (_, script) = s.boot_get(&path).await;
+    assert!(
+        script
+            .contains("sanboot --no-describe --drive 0x80 || goto local_exit\n:local_exit\nexit 0"),
+        "{script}"
+    );
+    assert!(!script.contains("kernel "), "{script}");
+
+    // none: 404 again
+    let (_, idle) = s
+        .call(
+            Method::PUT,
+            &format!("/v1/nodes/{uuid}/boot"),
+            Some(json!({"target": "none"})),
+        )
+        .await;
+    assert_eq!(
+        (idle["target"].as_str(), idle["state"].as_str()),
+        (Some("none"), Some("idle"))
+    );
+    assert_eq!(s.boot_get(&path).await.0, StatusCode::NOT_FOUND);
+    let r = s
+        .call(Method::GET, &format!("/v1/nodes/{uuid}/ipxe"), None)
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "no_boot_target", None);
+
+    // unknown MAC and junk names: 404
+    assert_eq!(
+        s.boot_get(&format!("/pxelinux.cfg/{}", random_mac().replace(':', "-")))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.boot_get("/pxelinux.cfg/not-a-mac").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // the master script
+    let (st, master) = s.boot_get("/boot.ipxe").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        master.contains("chain pxelinux.cfg/${net${netid}/mac:hexhyp} || goto loop"),
+        "{master}"
+    );
+    assert!(
+        s.metric("ironboot_script_renders_total{kind=\"node\",result=\"ok\"}")
+            .await
+            >= Some(4.0)
+    );
+    assert!(
+        s.metric("ironboot_script_renders_total{kind=\"node\",result=\"not_found\"}")
+            .await
+            >= Some(3.0)
+    );
+    s.stop().await;
+}
+
+async fn failed_preparation_records_last_error_and_keeps_the_previous_target(db: Db) {
+    let s = TestServer::start(db, "").await;
+    let mac = random_mac();
+    let (_, node) = s.call(Method::POST, "/v1/nodes", Some(json!({"macs": [mac], "driver_info": {"deploy_kernel": "http://h/k", "deploy_ramdisk": "http://h/r"}}))).await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    let boot = |target: &str| json!({ "target": target });
+    let path = format!("/pxelinux.cfg/{}", mac.replace(':', "-"));
+
+    // target instance without instance images
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("/v1/nodes/{uuid}/boot"),
+            Some(boot("instance")),
+        )
+        .await;
+    let m = assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "missing_image",
+        Some("instance_info.kernel"),
+    );
+    let (_, n) = s
+        .call(Method::GET, &format!("/v1/nodes/{uuid}"), None)
+        .await;
+    assert_eq!(n["state"], "failed");
+    assert!(n["last_error"].as_str().unwrap().contains(&m), "{n}");
+
+    // deploy works; then a bad edit and a failed re-prepare leave the working deploy in force
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            &format!("/v1/nodes/{uuid}/boot"),
+            Some(boot("deploy")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, good) = s.boot_get(&path).await;
+    s.call(
+        Method::PATCH,
+        &format!("/v1/nodes/{uuid}"),
+        Some(json!({"driver_info": {"deploy_kernel": "ftp://h/k"}})),
+    )
+    .await;
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("/v1/nodes/{uuid}/boot"),
+            Some(boot("deploy")),
+        )
+        .await;
+    let m = assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_image_ref",
+        Some("driver_info.deploy_kernel"),
+    );
+    assert!(
+        m.contains("unknown image reference scheme") && m.contains("\"ftp\""),
+        "{m}"
+    );
+    let (_, n) = s
+        .call(Method::GET, &format!("/v1/nodes/{uuid}"), None)
+        .await;
+    assert_eq!(
+        (n["target"].as_str(), n["state"].as_str()),
+        (Some("deploy"), Some("failed"))
+    );
+    assert_eq!(
+        s.boot_get(&path).await,
+        (StatusCode::OK, good.clone()),
+        "the prepared snapshot is still served"
+    );
+
+    // references this mode cannot serve yet, and swift:// without use_swift
+    for (kernel, field_fragment) in [
+        (
+            "glance://757274c4-2856-4bd2-bb20-9a4a231e187b",
+            "glance references are not supported yet",
+        ),
+        ("file:///srv/k", "file references are not supported yet"),
+        ("swift://images/k", "need [ipxe] use_swift = true"),
+    ] {
+        s.call(
+            Method::PATCH,
+            &format!("/v1/nodes/{uuid}"),
+            Some(json!({"driver_info": {"deploy_kernel": kernel}})),
+        )
+        .await;
+        let r = s
+            .call(
+                Method::PUT,
+                &format!("/v1/nodes/{uuid}/boot"),
+                Some(boot("deploy")),
+            )
+            .await;
+        let m = assert_error(
+            &r,
+            StatusCode::BAD_REQUEST,
+            "unsupported_image_ref",
+            Some("driver_info.deploy_kernel"),
+        );
+        assert!(m.contains(field_fragment), "{m}");
+    }
+    // a successful prepare clears the error
+    s.call(
+        Method::PATCH,
+        &format!("/v1/nodes/{uuid}"),
+        Some(json!({"driver_info": {"deploy_kernel": "http://h/k2"}})),
+    )
+    .await;
+    let (st, n) = s
+        .call(
+            Method::PUT,
+            &format!("/v1/nodes/{uuid}/boot"),
+            Some(boot("deploy")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        (n["state"].as_str(), &n["last_error"]),
+        (Some("ready"), &Value::Null)
+    );
+    assert!(s.boot_get(&path).await.1.contains("http://h/k2 "));
+    assert!(
+        s.metric("ironboot_boot_prepares_total{target=\"deploy\",result=\"failed\"}")
+            .await
+            >= Some(4.0)
+    );
+    s.stop().await;
+}
+
+async fn static_mirror_follows_the_nodes(db: Db) {
+    let s = TestServer::start(db, "").await;
+    let root = s.http_root();
+    let (a, b) = (random_mac(), random_mac());
+    let mut body = http_node(&a);
+    body["macs"] = json!([a, b]);
+    let (_, node) = s.call(Method::POST, "/v1/nodes", Some(body)).await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    s.call(
+        Method::PUT,
+        &format!("/v1/nodes/{uuid}/boot"),
+        Some(json!({"target": "deploy"})),
+    )
+    .await;
+
+    let config = root.join(&uuid).join("config");
+    let link = root.join("pxelinux.cfg").join(a.replace(':', "-"));
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        std::path::Path::new("..").join(&uuid).join("config")
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("BOOTIF=01-${mac:hexhyp}"),
+        "the shared config lets iPXE fill in the MAC: {text}"
+    );
+    assert!(text.contains("http://10.0.2.2:8080/deploy/vmlinuz"));
+    assert!(root.join("boot.ipxe").exists());
+    assert!(root.join("pxelinux.cfg").join(b.replace(':', "-")).exists());
+
+    // dropping a MAC drops its link
+    s.call(
+        Method::PATCH,
+        &format!("/v1/nodes/{uuid}"),
+        Some(json!({"macs": [a]})),
+    )
+    .await;
+    assert!(
+        std::fs::symlink_metadata(root.join("pxelinux.cfg").join(b.replace(':', "-"))).is_err()
+    );
+
+    // target none removes the files; so does deletion
+    s.call(
+        Method::PUT,
+        &format!("/v1/nodes/{uuid}/boot"),
+        Some(json!({"target": "none"})),
+    )
+    .await;
+    assert!(!config.exists() && std::fs::symlink_metadata(&link).is_err());
+    s.call(
+        Method::PUT,
+        &format!("/v1/nodes/{uuid}/boot"),
+        Some(json!({"target": "local"})),
+    )
+    .await;
+    assert!(config.exists());
+    s.call(Method::DELETE, &format!("/v1/nodes/{uuid}"), None)
+        .await;
+    assert!(!config.exists() && std::fs::symlink_metadata(&link).is_err());
+
+    // a leftover directory of an unknown node is removed by the periodic refresh
+    let orphan = root.join(uuid::Uuid::new_v4().to_string());
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("config"), "#!ipxe\n").unwrap();
+    ironboot::conductor::refresh_mirror(&s.app).await;
+    assert!(!orphan.exists());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn token_auth_guards_the_api_but_not_metrics_or_boot() {
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token_file.path(), "s3cret-token\n").unwrap();
+    let s = TestServer::start(
+        Db::Sqlite,
+        &format!(
+            "[api]\nauth_strategy = token\ntoken_file = {}\n",
+            token_file.path().display()
+        ),
+    )
+    .await;
+    let anon = s.request(Method::GET, "/v1/nodes", None, None).await;
+    assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = anon.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert!(!body.to_string().contains("s3cret"));
+    assert_eq!(
+        s.request(Method::GET, "/v1/nodes", None, Some("wrong-token!"))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        s.request(Method::GET, "/v1/nodes", None, Some("s3cret-token"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let x_auth = s
+        .http
+        .get(format!("{}/v1/nodes", s.api))
+        .header("X-Auth-Token", "s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(x_auth.status(), StatusCode::OK);
+    assert_eq!(
+        s.request(Method::GET, "/metrics", None, None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.request(Method::GET, "/healthz", None, None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(s.boot_get("/boot.ipxe").await.0, StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn fallback_script_is_served_from_http_root() {
+    let s = TestServer::start(Db::Sqlite, "[ipxe]\nfallback_script = inspector.ipxe\n").await;
+    let (_, master) = s.boot_get("/boot.ipxe").await;
+    assert!(
+        master.contains("chain inspector.ipxe || goto boot_failed"),
+        "{master}"
+    );
+    assert_eq!(
+        s.boot_get("/inspector.ipxe").await.0,
+        StatusCode::NOT_FOUND,
+        "missing file"
+    );
+    std::fs::write(
+        s.http_root().join("inspector.ipxe"),
+        "#!ipxe\necho inspect\n",
+    )
+    .unwrap();
+    assert_eq!(
+        s.boot_get("/inspector.ipxe").await,
+        (StatusCode::OK, "#!ipxe\necho inspect\n".to_string())
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_is_graceful_for_requests_in_flight() {
+    let s = TestServer::start(Db::Sqlite, "").await;
+    let http = s.http.clone();
+    let url = format!("{}/v1/nodes", s.api);
+    // a request on an open connection, answered before the server returns
+    let in_flight = tokio::spawn(async move { http.get(url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let api = s.api.clone();
+    s.stop().await;
+    assert_eq!(in_flight.await.unwrap().unwrap(), StatusCode::OK);
+    assert!(
+        reqwest::get(format!("{api}/healthz")).await.is_err(),
+        "the listener is closed"
+    );
+}
