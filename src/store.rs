@@ -144,19 +144,35 @@ impl Store {
             }
             DatabaseUrl::Postgres(url) => (url.expose().to_string(), Backend::Postgres),
         };
+        let redact = |e: sqlx::Error| {
+            StoreError::Open(crate::config::validate::redact_url_password(&e.to_string()))
+        };
+        if backend == Backend::Sqlite {
+            // WAL lets readers (the boot path) run while a write commits. Switching to it
+            // takes an exclusive lock that the busy timeout cannot wait for, so it is done
+            // once here, on a single connection, never by pooled connections racing.
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+                .await
+                .map_err(redact)?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&mut conn)
+                .await
+                .map_err(redact)?;
+            sqlx::Connection::close(conn).await.map_err(redact)?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        sqlx::query("PRAGMA journal_mode = WAL")
-                            .execute(&mut *conn)
-                            .await?;
                         sqlx::query("PRAGMA synchronous = NORMAL")
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
                             .execute(&mut *conn)
                             .await?;
                     }
@@ -165,9 +181,7 @@ impl Store {
             })
             .connect(&url)
             .await
-            .map_err(|e| {
-                StoreError::Open(crate::config::validate::redact_url_password(&e.to_string()))
-            })?;
+            .map_err(redact)?;
         MIGRATOR
             .run(&pool)
             .await
@@ -179,6 +193,17 @@ impl Store {
         self.backend
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at `BEGIN`
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes later cannot
+    /// wait for the lock in WAL mode and fails at once with SQLITE_BUSY_SNAPSHOT when another
+    /// write committed in between.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Closes the pool (waits for connections in use).
     pub async fn close(&self) {
         self.pool.close().await;
@@ -188,7 +213,7 @@ impl Store {
     pub async fn create_node(&self, new: NewNode) -> Result<Node, StoreError> {
         let uuid = Uuid::new_v4();
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         check_unique(&mut tx, uuid, new.name.as_deref(), &new.macs).await?;
         sqlx::query(
             "INSERT INTO nodes (uuid, name, boot_mode, driver_info, instance_info, target, state, last_error, \
@@ -291,7 +316,7 @@ impl Store {
     /// Writes a changed node (every field but uuid and created_at), if nobody changed it
     /// since it was read (`node.version`). Returns the stored node.
     pub async fn update_node(&self, node: &Node) -> Result<Node, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         check_unique(&mut tx, node.uuid, node.name.as_deref(), &node.macs).await?;
         let done = sqlx::query(
             "UPDATE nodes SET name = $1, boot_mode = $2, driver_info = $3, instance_info = $4, target = $5, \
@@ -333,7 +358,7 @@ impl Store {
 
     /// Deletes a node and its MACs.
     pub async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM node_macs WHERE node_uuid = $1")
             .bind(uuid.to_string())
             .execute(&mut *tx)
