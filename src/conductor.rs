@@ -47,8 +47,8 @@ pub async fn refresh_mirror(app: &Arc<App>) -> usize {
     };
     let live: HashSet<_> = records.iter().map(|(r, _)| r.uuid).collect();
     let mut written = 0;
-    for (record, _) in &records {
-        app.sync_mirror(record.uuid).await;
+    for (record, macs) in &records {
+        app.write_mirror(record, macs).await;
         written += 1;
     }
     let mirror = app.mirror.clone();
@@ -58,6 +58,15 @@ pub async fn refresh_mirror(app: &Arc<App>) -> usize {
         .unwrap_or_default();
     for uuid in stale.into_iter().filter(|u| !live.contains(u)) {
         app.sync_mirror(uuid).await;
+    }
+    let mirror = app.mirror.clone();
+    match tokio::task::spawn_blocking(move || mirror.sweep_dangling_links())
+        .await
+        .expect("no panic")
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} dangling links from the static mirror"),
+        Err(e) => tracing::warn!("cannot sweep the static mirror: {e}"),
     }
     written
 }

@@ -72,9 +72,11 @@ pub async fn build_app(settings: &Settings) -> Result<Arc<App>, CliError> {
                 o.deploy.http_root.display()
             ))
         })?;
-    let store = Store::open(&settings.database, 16).await.map_err(|e| {
-        CliError::Runtime(format!("database {}: {e}", settings.database.redacted()))
-    })?;
+    let store = Store::open(&settings.database, o.database.max_pool_size)
+        .await
+        .map_err(|e| {
+            CliError::Runtime(format!("database {}: {e}", settings.database.redacted()))
+        })?;
     let (fallback_route, fallback_file) = fallback_route(settings).unzip();
     Ok(Arc::new(App {
         store,

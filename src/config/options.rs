@@ -153,6 +153,9 @@ options! {
         /// Database URL: sqlite:///<absolute path> or postgresql://user:password@host/db.
         /// The password is never printed.
         connection: Secret = "sqlite:///$state_path/ironboot.sqlite";
+        /// Most database connections kept open (oslo.db's name). With SQLite each one is a
+        /// thread; the boot path needs one per request it serves concurrently.
+        max_pool_size: u32 = "16", check |n: &u32| if (1..=1000).contains(n) { Ok(()) } else { Err("must be between 1 and 1000".into()) };
     }
 
     /// The REST API listener.

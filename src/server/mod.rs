@@ -58,45 +58,64 @@ impl App {
     /// has a target, removed when it has none or is gone. Failures are logged and counted;
     /// the periodic refresh repairs them.
     pub async fn sync_mirror(self: &Arc<App>, uuid: Uuid) {
-        let app = Arc::clone(self);
-        let node = match app.store.get_node(&uuid.to_string()).await {
-            Ok(n) => Some(n),
-            Err(crate::store::StoreError::NotFound(_)) => None,
-            Err(e) => {
-                tracing::warn!(node = %uuid, "mirror not updated: {e}");
-                return;
-            }
-        };
-        let rendered = match &node {
-            Some(n) if n.target != Target::None && !n.macs.is_empty() => {
+        match self.store.get_node(&uuid.to_string()).await {
+            Ok(n) => {
                 let record = crate::store::BootRecord {
                     uuid,
                     name: n.name.clone(),
                     target: n.target,
                     prepared: n.prepared.clone(),
                 };
-                match app
-                    .boot
-                    .render(&record, &n.macs[0], "${mac:hexhyp}", unix_now())
-                {
-                    Ok(r) => r.map(|r| (r.script, n.macs.clone())),
+                self.write_mirror(&record, &n.macs).await
+            }
+            Err(crate::store::StoreError::NotFound(_)) => self.remove_mirror(uuid).await,
+            Err(e) => tracing::warn!(node = %uuid, "mirror not updated: {e}"),
+        }
+    }
+
+    /// Writes one node's mirror files from a record already read (or removes them when the
+    /// node has nothing to boot or no MAC).
+    pub async fn write_mirror(
+        self: &Arc<App>,
+        record: &crate::store::BootRecord,
+        macs: &[crate::node::Mac],
+    ) {
+        let rendered = match macs.first() {
+            Some(mac) if record.target != Target::None => {
+                match self.boot.render(record, mac, "${mac:hexhyp}", unix_now()) {
+                    Ok(r) => r,
                     Err(e) => {
-                        tracing::warn!(node = %uuid, "mirror config not rendered: {e}");
-                        None
+                        tracing::warn!(node = %record.uuid, "mirror config not rendered: {e}");
+                        return;
                     }
                 }
             }
             _ => None,
         };
-        let result = tokio::task::spawn_blocking(move || match rendered {
-            Some((script, macs)) => app.mirror.write_node(uuid, &macs, &script).map(|_| app),
-            None => app.mirror.remove_node(uuid).map(|_| app),
+        let Some(rendered) = rendered else {
+            return self.remove_mirror(record.uuid).await;
+        };
+        let (app, uuid, macs) = (Arc::clone(self), record.uuid, macs.to_vec());
+        let result = tokio::task::spawn_blocking(move || {
+            app.mirror.write_node(uuid, &macs, &rendered.script)
         })
         .await
-        .expect("mirror task does not panic");
+        .expect("no panic");
+        self.count_mirror_write(uuid, result);
+    }
+
+    async fn remove_mirror(self: &Arc<App>, uuid: Uuid) {
+        let app = Arc::clone(self);
+        let result = tokio::task::spawn_blocking(move || app.mirror.remove_node(uuid))
+            .await
+            .expect("no panic");
+        self.count_mirror_write(uuid, result);
+    }
+
+    fn count_mirror_write(&self, uuid: Uuid, result: std::io::Result<()>) {
         match result {
-            Ok(app) => {
-                app.metrics
+            Ok(()) => {
+                self.metrics
                     .mirror_writes
                     .get_or_create(&ResultLabels { result: "ok" })
                     .inc();
