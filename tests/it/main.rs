@@ -8,6 +8,7 @@
 mod support;
 
 mod api;
+mod cli;
 mod store;
 mod swift_boot;
 mod swift_tempurl;
