@@ -7,16 +7,24 @@
 //!
 //! # Layout
 //!
-//! The pure core does no I/O and is tested exhaustively; I/O lives at the edges.
+//! A pure core does no I/O and is tested exhaustively; I/O lives at the edges.
 //!
 //! | module | role |
 //! |---|---|
 //! | [`config`] | `ironboot.conf`: raw INI (phase 1) → typed, validated [`config::Settings`] (phase 2); `config sample`/`check`; the [`config::Secret`] type. Pure apart from reading the files it names. |
 //! | [`tempurl`] | Swift TempURL signing in every form Swift 2.38 accepts, byte-identical to python-swiftclient; Ironic's Glance-image URL rule. Pure: no I/O, no clock. |
+//! | [`node`] | Nodes, MACs, boot modes, targets, states and the prepared-boot snapshot. Pure. |
+//! | [`ipxe`] | The master and per-node iPXE templates, URL safety checks, retry jitter. Pure. |
+//! | [`images`] | Image references and the conductor's Swift HEAD check. |
+//! | [`boot`] | `prepare` (validate and check a node's images) and `render` (its script, TempURLs signed now). No HTTP, no SQL. |
+//! | [`store`] | Nodes in SQLite or PostgreSQL (sqlx, one set of migrations). No business rules. |
+//! | [`mirror`] | Ironic's `http_root` layout on disk, written atomically. |
+//! | [`conductor`] | Periodic tasks: keeping the mirror's TempURLs fresh. |
+//! | [`metrics`] | Prometheus metrics. |
+//! | [`server`] | The API and boot listeners (axum); errors → status + stable code. |
 //! | [`cli`] | clap commands; each command is a function the thin binary calls. |
 //!
-//! `docs/architecture.md` has the whole map, including the modules still to come, and the
-//! invariants each module keeps.
+//! `docs/architecture.md` has the whole map and the invariants each module keeps.
 #![forbid(unsafe_code)]
 
 pub mod boot;

@@ -79,8 +79,10 @@ macro_rules! options {
             }
         )*
     ) => {
-        /// Every option, typed, after phase two. Built only by [`Options::resolve`].
+        /// Every option, typed, after phase two. Built only by `Options::resolve`.
         #[derive(Debug, Clone)]
+        // The help texts name sections as `[glance]`, which rustdoc would read as links.
+        #[allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
         pub struct Options {
             $(
                 $(#[doc = $sec_doc])*
@@ -91,6 +93,7 @@ macro_rules! options {
         $(
             $(#[doc = $sec_doc])*
             #[derive(Debug, Clone)]
+            #[allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
             pub struct $Struct {
                 $(
                     $(#[doc = $doc])+

@@ -1,5 +1,5 @@
-//! The two HTTP listeners: the API ([`api`], JSON under `/v1`, plus `/metrics`) and the boot
-//! server ([`boot`], what iPXE talks to). [`run`] takes already-bound listeners and a
+//! The two HTTP listeners: the API (`api`, JSON under `/v1`, plus `/metrics`) and the boot
+//! server (`boot`, what iPXE talks to). [`run`] takes already-bound listeners and a
 //! shutdown future, so tests bind `127.0.0.1:0` and stop the server when they are done.
 //!
 //! Only this module knows HTTP status codes ([`error`] maps every module's error to a
