@@ -141,6 +141,13 @@ impl Metrics {
     pub fn error(&self, reason: &'static str) {
         self.errors.get_or_create(&ReasonLabels { reason }).inc();
     }
+
+    /// Counts a script served (or not) to a machine.
+    pub fn render(&self, kind: &'static str, result: &'static str) {
+        self.renders
+            .get_or_create(&RenderLabels { kind, result })
+            .inc();
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub struct ApiClient {
 impl ApiClient {
     pub fn new(base: &str, token: Option<Secret>) -> ApiClient {
         let http = reqwest::Client::builder()
+            .user_agent(concat!("ironboot-cli/", env!("CARGO_PKG_VERSION")))
             .timeout(std::time::Duration::from_secs(60))
             .build()
             .expect("a reqwest client with rustls builds");

@@ -44,6 +44,7 @@ pub struct SwiftClient {
 impl SwiftClient {
     pub fn new(settings: SwiftSettings, timeout: Duration) -> SwiftClient {
         let http = reqwest::Client::builder()
+            .user_agent(concat!("ironboot/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())

@@ -15,7 +15,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::App;
-use crate::metrics::RenderLabels;
 use crate::node::Mac;
 
 fn script(body: String) -> Response {
@@ -29,14 +28,15 @@ fn script(body: String) -> Response {
         .into_response()
 }
 
+/// A boot-path failure: counted by reason, logged by the caller, a short text for iPXE.
+fn failure(app: &App, reason: &'static str, status: StatusCode, body: &'static str) -> Response {
+    app.metrics.error(reason);
+    app.metrics.render("node", "error");
+    (status, body).into_response()
+}
+
 fn not_found(app: &App, why: &'static str) -> Response {
-    app.metrics
-        .renders
-        .get_or_create(&RenderLabels {
-            kind: "node",
-            result: "not_found",
-        })
-        .inc();
+    app.metrics.render("node", "not_found");
     tracing::debug!("per-MAC script not served: {why}");
     (
         StatusCode::NOT_FOUND,
@@ -47,13 +47,7 @@ fn not_found(app: &App, why: &'static str) -> Response {
 }
 
 pub(super) async fn master(State(app): State<Arc<App>>) -> Response {
-    app.metrics
-        .renders
-        .get_or_create(&RenderLabels {
-            kind: "master",
-            result: "ok",
-        })
-        .inc();
+    app.metrics.render("master", "ok");
     script(app.boot.master_script().to_string())
 }
 
@@ -76,15 +70,13 @@ pub(super) async fn node_script(State(app): State<Arc<App>>, Path(name): Path<St
         Ok(None) => return not_found(&app, "no node has this MAC"),
         Err(e) => {
             tracing::error!(%mac, "boot record lookup failed: {e}");
-            app.metrics.error("database_unavailable");
-            app.metrics
-                .renders
-                .get_or_create(&RenderLabels {
-                    kind: "node",
-                    result: "error",
-                })
-                .inc();
-            return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response();
+            return failure(
+                &app,
+                "database_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable
+",
+            );
         }
     };
     match app
@@ -93,31 +85,19 @@ pub(super) async fn node_script(State(app): State<Arc<App>>, Path(name): Path<St
     {
         Ok(Some(rendered)) => {
             app.metrics.tempurls.inc_by(u64::from(rendered.tempurls));
-            app.metrics
-                .renders
-                .get_or_create(&RenderLabels {
-                    kind: "node",
-                    result: "ok",
-                })
-                .inc();
+            app.metrics.render("node", "ok");
             script(rendered.script)
         }
         Ok(None) => not_found(&app, "the node has no boot target"),
         Err(e) => {
             tracing::error!(node = %record.uuid, %mac, "rendering failed: {e}");
-            app.metrics.error("render_failed");
-            app.metrics
-                .renders
-                .get_or_create(&RenderLabels {
-                    kind: "node",
-                    result: "error",
-                })
-                .inc();
-            (
+            failure(
+                &app,
+                "render_failed",
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot render the script\n",
+                "cannot render the script
+",
             )
-                .into_response()
         }
     }
 }
@@ -128,13 +108,7 @@ pub(super) async fn fallback_file(State(app): State<Arc<App>>) -> Response {
     };
     match tokio::fs::read_to_string(path).await {
         Ok(text) => {
-            app.metrics
-                .renders
-                .get_or_create(&RenderLabels {
-                    kind: "fallback",
-                    result: "ok",
-                })
-                .inc();
+            app.metrics.render("fallback", "ok");
             script(text)
         }
         Err(e) => {

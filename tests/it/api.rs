@@ -316,13 +316,7 @@ async fn boot_targets_and_scripts(db: Db) {
     // no target: 404, so the master script moves on
     assert_eq!(s.boot_get(&path).await.0, StatusCode::NOT_FOUND);
 
-    let (st, ready) = s
-        .call(
-            Method::PUT,
-            &format!("/v1/nodes/{uuid}/boot"),
-            Some(json!({"target": "deploy"})),
-        )
-        .await;
+    let (st, ready) = s.set_target(uuid, "deploy").await;
     assert_eq!(st, StatusCode::OK, "{ready}");
     assert_eq!(
         (ready["target"].as_str(), ready["state"].as_str()),
@@ -355,25 +349,14 @@ async fn boot_targets_and_scripts(db: Db) {
     assert_eq!(preview, script);
 
     // instance: the node's kernel_append_params win over the config's
-    let (st, _) = s
-        .call(
-            Method::PUT,
-            &format!("/v1/nodes/{uuid}/boot"),
-            Some(json!({"target": "instance"})),
-        )
-        .await;
+    let (st, _) = s.set_target(uuid, "instance").await;
     assert_eq!(st, StatusCode::OK);
     let (_, script) = s.boot_get(&path).await;
     assert!(script.contains("kernel --name kernel --timeout 30000 https://images.example.com/k root=/dev/ram0 console=ttyS0 initrd=ramdisk "), "{script}");
     assert!(!script.contains("nofb"), "{script}");
 
     // local: exit (and sanboot on BIOS), no image
-    s.call(
-        Method::PUT,
-        &format!("/v1/nodes/{uuid}/boot"),
-        Some(json!({"target": "local"})),
-    )
-    .await;
+    s.set_target(uuid, "local").await;
     let (_, script) = s.boot_get(&path).await;
     assert!(
         script
@@ -383,13 +366,7 @@ async fn boot_targets_and_scripts(db: Db) {
     assert!(!script.contains("kernel "), "{script}");
 
     // none: 404 again
-    let (_, idle) = s
-        .call(
-            Method::PUT,
-            &format!("/v1/nodes/{uuid}/boot"),
-            Some(json!({"target": "none"})),
-        )
-        .await;
+    let (_, idle) = s.set_target(uuid, "none").await;
     assert_eq!(
         (idle["target"].as_str(), idle["state"].as_str()),
         (Some("none"), Some("idle"))
@@ -437,17 +414,10 @@ async fn failed_preparation_records_last_error_and_keeps_the_previous_target(db:
     let mac = random_mac();
     let (_, node) = s.call(Method::POST, "/v1/nodes", Some(json!({"macs": [mac], "driver_info": {"deploy_kernel": "http://h/k", "deploy_ramdisk": "http://h/r"}}))).await;
     let uuid = node["uuid"].as_str().unwrap().to_string();
-    let boot = |target: &str| json!({ "target": target });
     let path = format!("/pxelinux.cfg/{}", mac.replace(':', "-"));
 
     // target instance without instance images
-    let r = s
-        .call(
-            Method::PUT,
-            &format!("/v1/nodes/{uuid}/boot"),
-            Some(boot("instance")),
-        )
-        .await;
+    let r = s.set_target(&uuid, "instance").await;
     let m = assert_error(
         &r,
         StatusCode::BAD_REQUEST,
@@ -461,28 +431,15 @@ async fn failed_preparation_records_last_error_and_keeps_the_previous_target(db:
     assert!(n["last_error"].as_str().unwrap().contains(&m), "{n}");
 
     // deploy works; then a bad edit and a failed re-prepare leave the working deploy in force
-    let (st, _) = s
-        .call(
-            Method::PUT,
-            &format!("/v1/nodes/{uuid}/boot"),
-            Some(boot("deploy")),
-        )
-        .await;
+    let (st, _) = s.set_target(&uuid, "deploy").await;
     assert_eq!(st, StatusCode::OK);
     let (_, good) = s.boot_get(&path).await;
-    s.call(
-        Method::PATCH,
-        &format!("/v1/nodes/{uuid}"),
-        Some(json!({"driver_info": {"deploy_kernel": "ftp://h/k"}})),
+    s.patch(
+        &uuid,
+        json!({"driver_info": {"deploy_kernel": "ftp://h/k"}}),
     )
     .await;
-    let r = s
-        .call(
-            Method::PUT,
-            &format!("/v1/nodes/{uuid}/boot"),
-            Some(boot("deploy")),
-        )
-        .await;
+    let r = s.set_target(&uuid, "deploy").await;
     let m = assert_error(
         &r,
         StatusCode::BAD_REQUEST,
@@ -515,19 +472,9 @@ async fn failed_preparation_records_last_error_and_keeps_the_previous_target(db:
         ("file:///srv/k", "file references are not supported yet"),
         ("swift://images/k", "need [ipxe] use_swift = true"),
     ] {
-        s.call(
-            Method::PATCH,
-            &format!("/v1/nodes/{uuid}"),
-            Some(json!({"driver_info": {"deploy_kernel": kernel}})),
-        )
-        .await;
-        let r = s
-            .call(
-                Method::PUT,
-                &format!("/v1/nodes/{uuid}/boot"),
-                Some(boot("deploy")),
-            )
+        s.patch(&uuid, json!({"driver_info": {"deploy_kernel": kernel}}))
             .await;
+        let r = s.set_target(&uuid, "deploy").await;
         let m = assert_error(
             &r,
             StatusCode::BAD_REQUEST,
@@ -537,19 +484,12 @@ async fn failed_preparation_records_last_error_and_keeps_the_previous_target(db:
         assert!(m.contains(field_fragment), "{m}");
     }
     // a successful prepare clears the error
-    s.call(
-        Method::PATCH,
-        &format!("/v1/nodes/{uuid}"),
-        Some(json!({"driver_info": {"deploy_kernel": "http://h/k2"}})),
+    s.patch(
+        &uuid,
+        json!({"driver_info": {"deploy_kernel": "http://h/k2"}}),
     )
     .await;
-    let (st, n) = s
-        .call(
-            Method::PUT,
-            &format!("/v1/nodes/{uuid}/boot"),
-            Some(boot("deploy")),
-        )
-        .await;
+    let (st, n) = s.set_target(&uuid, "deploy").await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(
         (n["state"].as_str(), &n["last_error"]),
@@ -572,12 +512,7 @@ async fn static_mirror_follows_the_nodes(db: Db) {
     body["macs"] = json!([a, b]);
     let (_, node) = s.call(Method::POST, "/v1/nodes", Some(body)).await;
     let uuid = node["uuid"].as_str().unwrap().to_string();
-    s.call(
-        Method::PUT,
-        &format!("/v1/nodes/{uuid}/boot"),
-        Some(json!({"target": "deploy"})),
-    )
-    .await;
+    s.set_target(&uuid, "deploy").await;
 
     let config = root.join(&uuid).join("config");
     let link = root.join("pxelinux.cfg").join(a.replace(':', "-"));
@@ -595,30 +530,15 @@ async fn static_mirror_follows_the_nodes(db: Db) {
     assert!(root.join("pxelinux.cfg").join(b.replace(':', "-")).exists());
 
     // dropping a MAC drops its link
-    s.call(
-        Method::PATCH,
-        &format!("/v1/nodes/{uuid}"),
-        Some(json!({"macs": [a]})),
-    )
-    .await;
+    s.patch(&uuid, json!({"macs": [a]})).await;
     assert!(
         std::fs::symlink_metadata(root.join("pxelinux.cfg").join(b.replace(':', "-"))).is_err()
     );
 
     // target none removes the files; so does deletion
-    s.call(
-        Method::PUT,
-        &format!("/v1/nodes/{uuid}/boot"),
-        Some(json!({"target": "none"})),
-    )
-    .await;
+    s.set_target(&uuid, "none").await;
     assert!(!config.exists() && std::fs::symlink_metadata(&link).is_err());
-    s.call(
-        Method::PUT,
-        &format!("/v1/nodes/{uuid}/boot"),
-        Some(json!({"target": "local"})),
-    )
-    .await;
+    s.set_target(&uuid, "local").await;
     assert!(config.exists());
     s.call(Method::DELETE, &format!("/v1/nodes/{uuid}"), None)
         .await;

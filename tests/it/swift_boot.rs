@@ -87,13 +87,7 @@ async fn swift_mode_prepares_and_serves_fresh_tempurls() {
             .call(Method::POST, "/v1/nodes", Some(swift_node(&img, &mac)))
             .await;
         let uuid = node["uuid"].as_str().unwrap().to_string();
-        let (st, ready) = s
-            .call(
-                Method::PUT,
-                &format!("/v1/nodes/{uuid}/boot"),
-                Some(json!({"target": "deploy"})),
-            )
-            .await;
+        let (st, ready) = s.set_target(&uuid, "deploy").await;
         assert_eq!(st, StatusCode::OK, "{ready}");
         assert_eq!(ready["state"], "ready");
 
@@ -155,12 +149,7 @@ async fn swift_mode_prepares_and_serves_fresh_tempurls() {
         assert_eq!(s.metric("ironboot_tempurls_minted_total").await, Some(4.0));
 
         // instance: a Swift kernel and a plain http ramdisk
-        s.call(
-            Method::PUT,
-            &format!("/v1/nodes/{uuid}/boot"),
-            Some(json!({"target": "instance"})),
-        )
-        .await;
+        s.set_target(&uuid, "instance").await;
         let (_, script) = s.boot_get(&path).await;
         let urls = image_urls(&script);
         assert!(urls[0].contains("temp_url_sig="));
@@ -214,13 +203,7 @@ async fn swift_failures_are_reported_and_recorded() {
         body["driver_info"]["deploy_kernel"] = json!(format!("swift://{}/{kernel}", img.container));
         let (_, node) = s.call(Method::POST, "/v1/nodes", Some(body)).await;
         let uuid = node["uuid"].as_str().unwrap();
-        let r = s
-            .call(
-                Method::PUT,
-                &format!("/v1/nodes/{uuid}/boot"),
-                Some(json!({"target": "deploy"})),
-            )
-            .await;
+        let r = s.set_target(uuid, "deploy").await;
         let message = assert_error(&r, status, code, Some("driver_info.deploy_kernel"));
         assert!(message.contains(fragment), "{message}");
         assert!(
@@ -268,13 +251,7 @@ async fn digest_ip_range_and_key_file_options_reach_the_urls() {
         .call(Method::POST, "/v1/nodes", Some(swift_node(&img, &mac)))
         .await;
     let uuid = node["uuid"].as_str().unwrap();
-    let (st, r) = s
-        .call(
-            Method::PUT,
-            &format!("/v1/nodes/{uuid}/boot"),
-            Some(json!({"target": "deploy"})),
-        )
-        .await;
+    let (st, r) = s.set_target(uuid, "deploy").await;
     assert_eq!(st, StatusCode::OK, "{r}");
     let (_, script) = s
         .boot_get(&format!("/pxelinux.cfg/{}", mac.replace(':', "-")))
@@ -306,12 +283,7 @@ async fn the_static_mirror_carries_tempurls_and_is_refreshed() {
         .call(Method::POST, "/v1/nodes", Some(swift_node(&img, &mac)))
         .await;
     let uuid = node["uuid"].as_str().unwrap().to_string();
-    s.call(
-        Method::PUT,
-        &format!("/v1/nodes/{uuid}/boot"),
-        Some(json!({"target": "deploy"})),
-    )
-    .await;
+    s.set_target(&uuid, "deploy").await;
     let config = s.http_root().join(&uuid).join("config");
     let first = std::fs::read_to_string(&config).unwrap();
     let urls = image_urls(&first);

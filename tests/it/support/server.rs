@@ -125,6 +125,22 @@ impl TestServer {
         )
     }
 
+    /// `PUT /v1/nodes/{node}/boot {"target": target}`.
+    pub async fn set_target(&self, node: &str, target: &str) -> (StatusCode, Value) {
+        self.call(
+            Method::PUT,
+            &format!("/v1/nodes/{node}/boot"),
+            Some(serde_json::json!({ "target": target })),
+        )
+        .await
+    }
+
+    /// `PATCH /v1/nodes/{node}` with a merge patch.
+    pub async fn patch(&self, node: &str, patch: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, &format!("/v1/nodes/{node}"), Some(patch))
+            .await
+    }
+
     pub async fn request(
         &self,
         method: Method,

@@ -1,0 +1,720 @@
+#!/usr/bin/env bash
+# scripts/e2e-ipxe.sh -- end-to-end boot test with a REAL iPXE client.
+#
+#   scripts/e2e-ipxe.sh            (scripts/test.sh runs it after `cargo test`)
+#
+# QEMU (TCG, user-mode/slirp networking only) boots a VM whose NIC option ROM is
+# Debian's iPXE.  slirp's DHCP hands out http://10.0.2.2:<boot port>/boot.ipxe, which
+# `ironboot serve` (swift mode, bound to 127.0.0.1) answers; the per-MAC script then
+# fetches a Debian cloud kernel and a busybox initrd from a REAL Swift through TempURLs.
+# The initrd's /init prints IRONBOOT-E2E-ROLE=<deploy|instance>, BOOT-MARKER-OK and
+# "CMDLINE: $(cat /proc/cmdline)", then powers off (-no-reboot makes QEMU exit).
+# The guest reaches the host's loopback as 10.0.2.2; nothing listens beyond 127.0.0.1.
+#
+# Scenarios (E2E_SCENARIOS, in this order by default):
+#   bios-deploy    node vm1 target deploy: ROLE=deploy; cmdline has [pxe]
+#                  kernel_append_params (ironboot_e2e=<nonce>), BOOTIF=01-<mac> and
+#                  initrd=deploy_ramdisk; Swift's proxy log shows iPXE's TempURL GETs
+#                  (temp_url_sig in the query) of deploy/vmlinuz and deploy/initrd.img
+#   uefi-deploy    the same after `node update vm1 --boot-mode uefi` (OVMF)
+#   bios-fallback  unknown MAC 52:54:00:65:43:21: 404 on its pxelinux.cfg script, then
+#   uefi-fallback  [ipxe] fallback_script (fallback.ipxe) prints its marker and reboots
+#   bios-instance  target instance: ROLE=instance, the node's own kernel_append_params
+#                  (role=instance ...) instead of the config's, initrd=ramdisk;
+#                  GETs of instance/vmlinuz and instance/initrd.img
+#   bios-local     target local: "boots from its local disk", sanboot fails, iPXE exits
+#                  to SeaBIOS ("No bootable device"; QEMU is killed then); no Swift GET
+#   uefi-local     the same under OVMF: no sanboot; iPXE exits and OVMF moves on to its
+#                  next boot option ("BdsDxe: failed to load Boot0001 ..."; QEMU is killed)
+#   (bios-deploy, uefi-deploy and bios-instance first check that `ironboot node boot`
+#   HEAD-checked the two objects through TempURLs: HEAD lines in Swift's proxy log)
+# Each run also checks ironboot's /metrics (ironboot_script_renders_total deltas), so
+# /boot.ipxe and /pxelinux.cfg/<mac> were really answered by ironboot.
+#
+# Environment (all optional):
+#   IRONBOOT_TEST_DIR (/tmp/ironboot-test)  cache/ (kernel, busybox), e2e-last/ (logs of
+#                     the last run: *.serial.log, ironboot.log, checks), swift/ when this
+#                     script has to start Swift itself
+#   SWIFT_AIO_PROXY_URL SWIFT_AIO_AUTH_URL SWIFT_AIO_USER SWIFT_AIO_KEY
+#   SWIFT_AIO_PROXY_LOG   a running Swift (exported by scripts/test.sh or
+#                     `eval "$(scripts/swift-aio.sh env DIR)"`).  When SWIFT_AIO_PROXY_URL
+#                     is unset, this script runs `scripts/swift-aio.sh start
+#                     $IRONBOOT_TEST_DIR/swift` (venv: $SWIFT_AIO_VENV, else
+#                     $IRONBOOT_TEST_DIR/venv) and stops it again at the end.
+#   SWIFT_AIO_DIR     used to find the proxy log when SWIFT_AIO_PROXY_LOG is unset
+#   IRONBOOT_BIN      ironboot binary to test (default: `cargo build --bin ironboot`,
+#                     then ${CARGO_TARGET_DIR:-target}/debug/ironboot)
+#   IRONBOOT_E2E_LOG  ironboot's log filter (info,ironboot=debug)
+#   E2E_SCENARIOS     subset/order of the scenarios above (all of them)
+#   E2E_VM_TIMEOUT    seconds before a VM that did not finish is killed (120)
+#   E2E_LOCAL_GRACE   *-local: seconds to wait after ironboot's local-boot line when the
+#                     firmware's line does not show up (15)
+#   E2E_MEM           guest RAM in MiB (256; OVMF needs 256)
+#   E2E_NIC           QEMU NIC model (e1000)
+#   E2E_ACCEL         QEMU accelerator (tcg; the PVM flavour of KVM on our CI hosts
+#                     cannot run iPXE's real-mode code)
+#   E2E_KEEP_SWIFT=1  do not delete the test container at the end
+#   IRONBOOT_TEST_SKIP_APT=1  never call apt-get (missing packages are then an error;
+#                     note that fetching the kernel/busybox .debs into an empty cache
+#                     still needs `apt-get download`)
+#
+# Needs: qemu-system-x86 ipxe-qemu ovmf cpio gzip curl python3 (apt-get installs the
+# missing ones when root or passwordless sudo).  Exit: 0 all checks passed, 1 a check
+# failed, 2 setup error.  Everything started here (ironboot, QEMU, Swift when started
+# here) is stopped by PID on exit, failure, Ctrl-C or SIGTERM.
+
+# shellcheck disable=SC2317  # functions run through check/trap look unreachable
+set -uo pipefail
+
+case "${1:-}" in
+    '') ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
+    *) echo "usage: scripts/e2e-ipxe.sh (no arguments; see --help)" >&2; exit 2 ;;
+esac
+
+T_START=$(date +%s.%N)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT" || exit 2
+
+TD=${IRONBOOT_TEST_DIR:-/tmp/ironboot-test}
+mkdir -p "$TD" || { echo "[e2e] cannot create $TD" >&2; exit 2; }
+TD=$(cd "$TD" && pwd -P)
+CACHE=$TD/cache
+OUT=$TD/e2e-last
+SCENARIOS=${E2E_SCENARIOS:-bios-deploy uefi-deploy bios-fallback uefi-fallback bios-instance bios-local uefi-local}
+VM_TIMEOUT=${E2E_VM_TIMEOUT:-120}
+LOCAL_GRACE=${E2E_LOCAL_GRACE:-15}
+MEM=${E2E_MEM:-256}
+NIC=${E2E_NIC:-e1000}
+ACCEL=${E2E_ACCEL:-tcg}
+IB_LOG_FILTER=${IRONBOOT_E2E_LOG:-info,ironboot=debug}
+MAC=52:54:00:12:34:56
+MAC_UNKNOWN=52:54:00:65:43:21
+QEMU=qemu-system-x86_64
+OVMF=/usr/share/ovmf/OVMF.fd
+PKGS=(qemu-system-x86 ipxe-qemu ovmf cpio gzip curl)
+
+say()  { printf '[e2e %(%H:%M:%S)T] %s\n' -1 "$*"; }
+die()  { say "SETUP ERROR: $*" >&2; exit 2; }
+now()  { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b-a}'; }
+hexhyp() { echo "$1" | tr ':' '-'; }
+
+# ---------------------------------------------------------------- state + cleanup
+WAIT_RC="" QEMU_PID="" IB_PID="" SWIFT_STARTED=0 SWIFT_DIR_OWN="" SWIFT_TOKEN="" CONT=""
+NPASS=0 NFAIL=0 FAILED_CHECKS=() TIMINGS=()
+INTERRUPTED=""
+
+kill_pid() {  # pid name [grace seconds]: TERM, wait, KILL; only our own children
+    local pid=$1 name=$2 grace=${3:-10} i
+    [ -n "$pid" ] || return 0
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; WAIT_RC=$?; return 0; }
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < grace * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        say "$name (pid $pid) ignored SIGTERM for ${grace}s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    WAIT_RC=$?
+    return 0
+}
+
+swift_cleanup_container() {
+    [ -n "$SWIFT_TOKEN" ] && [ -n "$CONT" ] || return 0
+    [ "${E2E_KEEP_SWIFT:-0}" = 1 ] && { say "keeping Swift container $CONT"; return 0; }
+    local o
+    for o in deploy/vmlinuz deploy/initrd.img instance/vmlinuz instance/initrd.img; do
+        curl -s -o /dev/null -m 10 -X DELETE -H "X-Auth-Token: $SWIFT_TOKEN" "$SWIFT_STORAGE/$CONT/$o" || true
+    done
+    curl -s -o /dev/null -m 10 -X DELETE -H "X-Auth-Token: $SWIFT_TOKEN" "$SWIFT_STORAGE/$CONT" || true
+}
+
+cleanup() {
+    local rc=$? t
+    trap '' INT TERM
+    if [ -n "$QEMU_PID" ]; then kill_pid "$QEMU_PID" qemu 5; QEMU_PID=""; fi
+    if [ -n "$IB_PID" ]; then kill_pid "$IB_PID" ironboot 10; IB_PID=""; fi
+    swift_cleanup_container
+    if [ "$SWIFT_STARTED" = 1 ]; then
+        scripts/swift-aio.sh stop "$SWIFT_DIR_OWN" >/dev/null 2>&1 || say "WARNING: stopping Swift in $SWIFT_DIR_OWN failed"
+    fi
+    [ -n "${OUT:-}" ] && rm -rf "$OUT/build"
+    [ "$rc" = 0 ] && [ "$NFAIL" != 0 ] && rc=1
+    echo
+    say "==== e2e summary ===="
+    for t in "${TIMINGS[@]}"; do printf '  %s\n' "$t"; done
+    printf '  %-16s %6ss\n' total "$(secs "$T_START" "$(now)")"
+    say "checks: $NPASS passed, $NFAIL failed"
+    if [ -n "$INTERRUPTED" ]; then
+        say "RESULT: INTERRUPTED (SIG$INTERRUPTED)"
+    elif [ "$rc" = 0 ]; then
+        say "RESULT: PASS (logs of this run in $OUT)"
+    else
+        [ "${#FAILED_CHECKS[@]}" != 0 ] && printf '  failed: %s\n' "${FAILED_CHECKS[@]}"
+        say "RESULT: FAIL (rc=$rc).  Logs of this run:"
+        if [ -d "$OUT" ]; then
+            find "$OUT" -maxdepth 1 -type f \( -name '*.log' -o -name '*.txt' -o -name '*.ipxe' -o -name '*.conf' \) \
+                | sort | sed 's/^/    /'
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'INTERRUPTED=INT; exit 130' INT
+trap 'INTERRUPTED=TERM; exit 143' TERM
+trap 'INTERRUPTED=HUP; exit 129' HUP
+
+# One e2e run per IRONBOOT_TEST_DIR at a time (both would use e2e-last/).  Not fd 9:
+# scripts/test.sh holds $TD/.lock on its own fd 9 and closes it for its children.
+exec 8>"$TD/.e2e.lock"
+flock -n 8 || die "another scripts/e2e-ipxe.sh is running with IRONBOOT_TEST_DIR=$TD"
+
+rm -rf "$OUT"
+mkdir -p "$OUT/build" "$CACHE" || die "cannot create $OUT or $CACHE"
+
+pass() { NPASS=$((NPASS + 1)); printf '  PASS %s\n' "$*" | tee -a "$OUT/checks.txt"; }
+fail() {
+    NFAIL=$((NFAIL + 1)); FAILED_CHECKS+=("${CUR:-setup}: $*")
+    printf '  FAIL %s\n' "$*" | tee -a "$OUT/checks.txt"
+}
+check() {  # description cmd...: PASS/FAIL on cmd's status (returns it)
+    local d=$1; shift
+    if "$@"; then pass "$d"; else fail "$d"; return 1; fi
+}
+serial_tail() {  # the end of the current run's serial console, for failures
+    echo "  ---- last 25 lines of $OUT/$CUR.serial.txt ----"
+    tail -n 25 "$OUT/$CUR.serial.txt" 2>/dev/null | cut -c1-160 | sed 's/^/  | /'
+    echo "  ----"
+}
+
+# ---------------------------------------------------------------- packages
+SUDO=()
+[ "$(id -u)" = 0 ] || SUDO=(sudo -n)
+APT_UPDATED=0
+apt_update() {
+    [ "$APT_UPDATED" = 1 ] && return 0
+    APT_UPDATED=1
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=120 update >"$OUT/apt.log" 2>&1 \
+        || say "WARNING: apt-get update reported errors (see $OUT/apt.log)"
+}
+missing=()
+for p in "${PKGS[@]}"; do
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
+done
+command -v python3 >/dev/null || missing+=(python3)
+if [ "${#missing[@]}" != 0 ]; then
+    [ "${IRONBOOT_TEST_SKIP_APT:-0}" = 1 ] && die "missing packages: ${missing[*]} (IRONBOOT_TEST_SKIP_APT=1)"
+    if [ "${#SUDO[@]}" != 0 ] && ! sudo -n true 2>/dev/null; then
+        die "missing packages: ${missing[*]} (not root and no passwordless sudo)"
+    fi
+    say "apt-get install ${missing[*]}"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        -o DPkg::Lock::Timeout=120 "${missing[@]}" >>"$OUT/apt.log" 2>&1 || {
+        apt_update
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            -o DPkg::Lock::Timeout=120 "${missing[@]}" >>"$OUT/apt.log" 2>&1 \
+            || die "apt-get install ${missing[*]} failed (see $OUT/apt.log)"
+    }
+fi
+command -v "$QEMU" >/dev/null || die "$QEMU not found"
+case " $SCENARIOS " in *" uefi-"*) [ -f "$OVMF" ] || die "OVMF not found at $OVMF" ;; esac
+
+# ---------------------------------------------------------------- kernel + busybox (cached)
+fetch_deb() {  # package -> path of the downloaded .deb on stdout
+    local deb
+    deb=$(find "$CACHE" -maxdepth 1 -name "$1_*.deb" | head -n1)
+    if [ -z "$deb" ]; then
+        (cd "$CACHE" && apt-get download -q "$1" >>"$OUT/apt.log" 2>&1) || {
+            apt_update
+            (cd "$CACHE" && apt-get download -q "$1" >>"$OUT/apt.log" 2>&1) || return 1
+        }
+        deb=$(find "$CACHE" -maxdepth 1 -name "$1_*.deb" | head -n1)
+    fi
+    [ -n "$deb" ] && echo "$deb"
+}
+if [ ! -s "$CACHE/vmlinuz" ]; then
+    KPKG=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+    if [ -z "$KPKG" ]; then
+        apt_update
+        KPKG=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+    fi
+    [ -n "$KPKG" ] || die "cannot resolve linux-image-cloud-amd64 (apt sources?)"
+    say "downloading kernel package $KPKG into $CACHE"
+    kdeb=$(fetch_deb "$KPKG") || die "apt-get download $KPKG failed (see $OUT/apt.log)"
+    mkdir -p "$OUT/build/kx"
+    dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$OUT/build/kx" --wildcards './boot/vmlinuz-*' \
+        || die "cannot extract the kernel from $kdeb"
+    mv "$OUT"/build/kx/boot/vmlinuz-* "$CACHE/vmlinuz.tmp" && mv "$CACHE/vmlinuz.tmp" "$CACHE/vmlinuz"
+    echo "$KPKG" >"$CACHE/vmlinuz.pkg"
+    rm -rf "$OUT/build/kx" "$kdeb"
+fi
+if [ ! -x "$CACHE/busybox" ]; then
+    say "downloading busybox-static into $CACHE"
+    bdeb=$(fetch_deb busybox-static) || die "apt-get download busybox-static failed (see $OUT/apt.log)"
+    mkdir -p "$OUT/build/bx"
+    dpkg-deb --fsys-tarfile "$bdeb" | tar -x -C "$OUT/build/bx" ./bin/busybox \
+        || die "cannot extract busybox from $bdeb"
+    mv "$OUT/build/bx/bin/busybox" "$CACHE/busybox.tmp" && mv "$CACHE/busybox.tmp" "$CACHE/busybox"
+    rm -rf "$OUT/build/bx" "$bdeb"
+fi
+
+# ---------------------------------------------------------------- initrds
+make_initrd() {  # role output
+    local role=$1 out=$2 ir=$OUT/build/initramfs-$1
+    rm -rf "$ir"
+    mkdir -p "$ir"/{bin,dev,proc,sys} || return 1
+    cp "$CACHE/busybox" "$ir/bin/busybox" && ln -s busybox "$ir/bin/sh" || return 1
+    mknod -m 600 "$ir/dev/console" c 5 1 2>/dev/null || true   # root only; /init copes
+    cat >"$ir/init" <<EOF
+#!/bin/sh
+B=/bin/busybox
+\$B mount -t proc proc /proc
+\$B mount -t sysfs sysfs /sys
+if [ ! -c /dev/console ]; then
+    \$B mount -t devtmpfs devtmpfs /dev && exec </dev/console >/dev/console 2>&1
+fi
+echo "IRONBOOT-E2E-ROLE=$role"
+echo "BOOT-MARKER-OK"
+echo "CMDLINE: \$(\$B cat /proc/cmdline)"
+echo "UPTIME: \$(\$B cut -d' ' -f1 /proc/uptime)"
+\$B sync
+\$B poweroff -f
+EOF
+    chmod 755 "$ir/init"
+    (cd "$ir" && find . | cpio -o -H newc --quiet | gzip -9) >"$out" || return 1
+    rm -rf "$ir"
+}
+make_initrd deploy "$OUT/build/deploy-initrd.img" || die "cannot build the deploy initrd"
+make_initrd instance "$OUT/build/instance-initrd.img" || die "cannot build the instance initrd"
+
+# ---------------------------------------------------------------- ironboot binary
+if [ -n "${IRONBOOT_BIN:-}" ]; then
+    IB=$IRONBOOT_BIN
+else
+    say "cargo build --bin ironboot"
+    cargo build --quiet --bin ironboot >"$OUT/cargo-build.log" 2>&1 \
+        || { cat "$OUT/cargo-build.log" >&2; die "cargo build failed"; }
+    T=${CARGO_TARGET_DIR:-$ROOT/target}
+    case "$T" in /*) ;; *) T=$ROOT/$T ;; esac
+    IB=$T/debug/ironboot
+fi
+[ -x "$IB" ] || die "ironboot binary $IB not found"
+
+# ---------------------------------------------------------------- Swift
+if [ -z "${SWIFT_AIO_PROXY_URL:-}" ]; then
+    SWIFT_DIR_OWN=$TD/swift
+    if scripts/swift-aio.sh status "$SWIFT_DIR_OWN" >/dev/null 2>&1; then
+        die "a Swift is already running in $SWIFT_DIR_OWN (scripts/test.sh?); export its env: eval \"\$(scripts/swift-aio.sh env $SWIFT_DIR_OWN)\""
+    fi
+    say "SWIFT_AIO_PROXY_URL is unset: starting Swift in $SWIFT_DIR_OWN"
+    SWIFT_STARTED=1
+    [ "${IRONBOOT_TEST_SKIP_APT:-0}" = 1 ] && export SWIFT_AIO_SKIP_APT=1
+    SWIFT_AIO_VENV=${SWIFT_AIO_VENV:-$TD/venv} scripts/swift-aio.sh start "$SWIFT_DIR_OWN" >"$OUT/swift-start.log" 2>&1 \
+        || { tail -n 30 "$OUT/swift-start.log" >&2; die "scripts/swift-aio.sh start failed"; }
+    envtxt=$(scripts/swift-aio.sh env "$SWIFT_DIR_OWN") || die "scripts/swift-aio.sh env failed"
+    eval "$envtxt"
+fi
+SWIFT_PROXY=${SWIFT_AIO_PROXY_URL%/}
+SWIFT_AUTH=${SWIFT_AIO_AUTH_URL:-$SWIFT_PROXY/auth/v1.0}
+SWIFT_USER=${SWIFT_AIO_USER:-test:tester}
+SWIFT_KEY=${SWIFT_AIO_KEY:-testing}
+PROXY_LOG=${SWIFT_AIO_PROXY_LOG:-}
+if [ -z "$PROXY_LOG" ] && [ -n "${SWIFT_AIO_DIR:-}" ]; then PROXY_LOG=$SWIFT_AIO_DIR/log/proxy-server.log; fi
+{ [ -n "$PROXY_LOG" ] && [ -f "$PROXY_LOG" ]; } \
+    || die "Swift proxy log not found (SWIFT_AIO_PROXY_LOG=${SWIFT_AIO_PROXY_LOG:-unset}, SWIFT_AIO_DIR=${SWIFT_AIO_DIR:-unset})"
+SWIFT_PORT=${SWIFT_PROXY##*:}
+case "$SWIFT_PROXY" in
+    http://127.0.0.1:*) ;;
+    *) die "SWIFT_AIO_PROXY_URL must be http://127.0.0.1:PORT (the guest reaches it as 10.0.2.2:PORT), got $SWIFT_PROXY" ;;
+esac
+
+hdrs=$(curl -s -m 20 -D - -o /dev/null -H "X-Auth-User: $SWIFT_USER" -H "X-Auth-Key: $SWIFT_KEY" "$SWIFT_AUTH" | tr -d '\r') \
+    || die "cannot reach Swift auth at $SWIFT_AUTH"
+SWIFT_TOKEN=$(awk -F': ' 'tolower($1) == "x-auth-token" {print $2}' <<<"$hdrs")
+SWIFT_STORAGE=$(awk -F': ' 'tolower($1) == "x-storage-url" {print $2}' <<<"$hdrs")
+{ [ -n "$SWIFT_TOKEN" ] && [ -n "$SWIFT_STORAGE" ]; } || die "no token from $SWIFT_AUTH"
+SWIFT_ACCOUNT=${SWIFT_STORAGE##*/}   # AUTH_test
+case "$SWIFT_STORAGE" in "$SWIFT_PROXY/v1/$SWIFT_ACCOUNT") ;; *) die "unexpected storage URL $SWIFT_STORAGE" ;; esac
+
+NONCE=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+TEMP_URL_KEY=e2e-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+CONT=ironboot-e2e-$NONCE
+swift_req() {  # expected-status-regex method url [curl args...]
+    local want=$1 m=$2 url=$3 st; shift 3
+    st=$(curl -s -m 60 -o /dev/null -w '%{http_code}' -X "$m" -H "X-Auth-Token: $SWIFT_TOKEN" "$@" "$url")
+    [[ $st =~ ^($want)$ ]] || { say "Swift $m $url -> $st"; return 1; }
+}
+# The key goes on the container, not the account: other users of a shared Swift keep
+# the account's Temp-URL-Key; Swift's tempurl accepts either.
+swift_req '201|202' PUT "$SWIFT_STORAGE/$CONT" -H "X-Container-Meta-Temp-URL-Key: $TEMP_URL_KEY" \
+    || die "cannot create container $CONT"
+swift_req 201 PUT "$SWIFT_STORAGE/$CONT/deploy/vmlinuz" -T "$CACHE/vmlinuz" || die "upload failed"
+swift_req 201 PUT "$SWIFT_STORAGE/$CONT/deploy/initrd.img" -T "$OUT/build/deploy-initrd.img" || die "upload failed"
+swift_req 201 PUT "$SWIFT_STORAGE/$CONT/instance/vmlinuz" -T "$CACHE/vmlinuz" || die "upload failed"
+swift_req 201 PUT "$SWIFT_STORAGE/$CONT/instance/initrd.img" -T "$OUT/build/instance-initrd.img" || die "upload failed"
+say "Swift $SWIFT_PROXY: container $SWIFT_ACCOUNT/$CONT with deploy/ and instance/ kernel+initrd (proxy log $PROXY_LOG)"
+
+# ---------------------------------------------------------------- ironboot serve
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+{ API_PORT=$(free_port) && BOOT_PORT=$(free_port); } || die "cannot find free ports"
+while [ "$BOOT_PORT" = "$API_PORT" ]; do BOOT_PORT=$(free_port); done
+STATE=$OUT/state
+HTTP_ROOT=$STATE/httpboot
+mkdir -p "$HTTP_ROOT"
+printf '%s\n' "$TEMP_URL_KEY" >"$OUT/build/temp-url-key"
+chmod 600 "$OUT/build/temp-url-key"
+CONF=$OUT/ironboot.conf
+cat >"$CONF" <<EOF
+# written by scripts/e2e-ipxe.sh
+[DEFAULT]
+state_path = $STATE
+
+[api]
+host_ip = 127.0.0.1
+port = $API_PORT
+
+[httpboot]
+host_ip = 127.0.0.1
+port = $BOOT_PORT
+
+[deploy]
+http_root = $HTTP_ROOT
+
+[ipxe]
+use_swift = true
+fallback_script = fallback.ipxe
+# fail fast instead of retrying for minutes when a download breaks
+download_attempts = 2
+retry_max_delay = 2
+
+[pxe]
+kernel_append_params = console=ttyS0 panic=1 ironboot_e2e=$NONCE
+
+[glance]
+swift_endpoint_url = http://10.0.2.2:$SWIFT_PORT
+swift_internal_endpoint_url = http://127.0.0.1:$SWIFT_PORT
+swift_account = $SWIFT_ACCOUNT
+swift_temp_url_key_file = $OUT/build/temp-url-key
+EOF
+cat >"$HTTP_ROOT/fallback.ipxe" <<'EOF'
+#!ipxe
+echo IRONBOOT-E2E-FALLBACK ${mac:hexhyp}
+sleep 2
+reboot
+EOF
+cp "$HTTP_ROOT/fallback.ipxe" "$OUT/fallback.ipxe"
+
+"$IB" --config "$CONF" config check >"$OUT/config-check.txt" 2>&1
+rc=$?
+[ "$rc" = 0 ] || { cat "$OUT/config-check.txt" >&2; die "ironboot config check failed (rc=$rc)"; }
+
+unset IRONBOOT_TOKEN_FILE
+export IRONBOOT_URL=http://127.0.0.1:$API_PORT IRONBOOT_CONFIG=$CONF
+NO_COLOR=1 "$IB" --config "$CONF" --log "$IB_LOG_FILTER" serve </dev/null >"$OUT/ironboot.log" 2>&1 &
+IB_PID=$!
+ready=0
+for _ in $(seq 1 150); do
+    kill -0 "$IB_PID" 2>/dev/null || break
+    if curl -sf -m 2 -o /dev/null "$IRONBOOT_URL/healthz" \
+        && curl -sf -m 2 -o "$OUT/boot.ipxe" "http://127.0.0.1:$BOOT_PORT/boot.ipxe"; then
+        ready=1; break
+    fi
+    sleep 0.2
+done
+if [ "$ready" != 1 ]; then
+    tail -n 30 "$OUT/ironboot.log" >&2
+    die "ironboot serve did not come up on 127.0.0.1:$API_PORT / :$BOOT_PORT"
+fi
+say "ironboot serve pid $IB_PID: API $IRONBOOT_URL, boot http://127.0.0.1:$BOOT_PORT (guest: http://10.0.2.2:$BOOT_PORT/boot.ipxe)"
+
+ib() { "$IB" --log warn "$@"; }   # CLI client (IRONBOOT_URL, IRONBOOT_CONFIG exported)
+ib_step() {  # description cmd...: run an ironboot CLI command, log its output, FAIL on error
+    local d=$1 rc; shift
+    { echo "\$ ironboot $*"; ib "$@"; } >>"$OUT/cli.log" 2>&1
+    rc=$?
+    if [ "$rc" != 0 ]; then
+        fail "$d: \`ironboot $*\` exited $rc (see $OUT/cli.log)"
+        return 1
+    fi
+}
+
+ib_step "create node vm1" node create --name vm1 --mac "$MAC" --boot-mode bios \
+    --deploy-kernel "swift://$CONT/deploy/vmlinuz" --deploy-ramdisk "swift://$CONT/deploy/initrd.img" \
+    --kernel "swift://$CONT/instance/vmlinuz" --ramdisk "swift://$CONT/instance/initrd.img" \
+    --kernel-append-params "console=ttyS0 panic=1 role=instance ironboot_e2e_instance=$NONCE" \
+    || die "cannot create the node"
+NODE_UUID=$(ib node show vm1 --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["uuid"])') \
+    || die "cannot read the node's uuid"
+say "node vm1 = $NODE_UUID, mac $MAC"
+
+# ---------------------------------------------------------------- helpers for the runs
+metric() {  # kind result -> value of ironboot_script_renders_total (0 when absent)
+    curl -s -m 5 "$IRONBOOT_URL/metrics" | awk -v k="kind=\"$1\"" -v r="result=\"$2\"" '
+        /^ironboot_script_renders_total\{/ && index($0, k) && index($0, r) { v = $NF }
+        END { print (v == "" ? 0 : v + 0) }'
+}
+METRIC_KEYS=(master:ok node:ok node:not_found fallback:ok)
+declare -A M0 M1
+metrics_snapshot() {  # array name
+    local k
+    for k in "${METRIC_KEYS[@]}"; do
+        eval "$1[\$k]=\$(metric \"\${k%%:*}\" \"\${k#*:}\")"
+    done
+}
+metric_delta() { echo $(( ${M1[$1]} - ${M0[$1]} )); }
+
+log_size() { stat -c %s "$PROXY_LOG" 2>/dev/null || echo 0; }
+log_since() { tail -c +"$(( $1 + 1 ))" "$PROXY_LOG" 2>/dev/null; }
+re_escape() { sed 's/[][\.*^$+?(){}|/]/\\&/g' <<<"$1"; }
+# A proxy log line of a TempURL GET, e.g.
+#   proxy-server: 127.0.0.1 127.0.0.1 26/Nov/2026/01/12/55 GET
+#   /v1/AUTH_test/c/deploy/vmlinuz%3Ftemp_url_sig%3D0123456789abcdef...%26temp_url_expires%3D1795655575
+#   HTTP/1.0 200 - iPXE/1.0.0%2Bgit-20190125.36a4c85-5.1 ...
+tempurl_re() {  # method object
+    printf ' %s %s%%3F[^ ]*temp_url_sig%%3D[0-9a-f]+[^ ]* HTTP/1\\.[01] 200 ' \
+        "$1" "$(re_escape "/v1/$SWIFT_ACCOUNT/$CONT/$2")"
+}
+wait_swift_log() {  # offset method object -> the matching log line(s) on stdout; polls up to 5 s
+    local off=$1 re i out
+    re=$(tempurl_re "$2" "$3")
+    for i in $(seq 1 25); do
+        out=$(log_since "$off" | grep -E -- "$re")
+        [ -n "$out" ] && { echo "$out"; return 0; }
+        sleep 0.2
+    done
+    return 1
+}
+
+swift_logged() { wait_swift_log "$@" >/dev/null; }
+
+clean_serial() {  # raw -> text without ANSI sequences, CRs and backspaces
+    sed -e 's/\x1b\[[0-9;?=]*[A-Za-z]//g' -e 's/\x1b[c78]//g' -e 's/\x1b[()][0-9A-Za-z]//g' "$1" | tr -d '\r\b'
+}
+
+VM_RC="" VM_WALL="" VM_END=""
+run_vm() {  # mode mac tag [stop-regex [grace-regex]]
+    # -> VM_RC, VM_WALL, VM_END: exited (QEMU exited by itself), stopped (stop-regex
+    # appeared on the serial port), grace-expired (LOCAL_GRACE s after grace-regex),
+    # gave-up (ironboot's script or the kernel gave up), timeout (VM_TIMEOUT)
+    local mode=$1 mac=$2 tag=$3 stop=${4:-} grace=${5:-} fw serial=$OUT/$3.serial.log t0 t seen="" text
+    case "$mode" in
+        bios) fw=(-machine "pc,accel=$ACCEL,graphics=off") ;;
+        uefi) fw=(-machine "q35,accel=$ACCEL,graphics=off" -bios "$OVMF") ;;
+    esac
+    : >"$serial"
+    # graphics=off: SeaBIOS copies BIOS and iPXE text to the serial port.  The NIC's
+    # default ROM (efi-e1000.rom from ipxe-qemu) is Debian's BIOS+UEFI iPXE.
+    # -no-reboot: poweroff, panic and iPXE's reboot all make QEMU exit.
+    "$QEMU" "${fw[@]}" -m "$MEM" -nodefaults -display none -no-reboot \
+        -serial "file:$serial" -monitor none \
+        -netdev "user,id=n0,bootfile=http://10.0.2.2:$BOOT_PORT/boot.ipxe" \
+        -device "$NIC,netdev=n0,mac=$mac,bootindex=1" \
+        </dev/null >"$OUT/$tag.qemu.log" 2>&1 &
+    QEMU_PID=$!
+    t0=$(now); VM_END=exited
+    while kill -0 "$QEMU_PID" 2>/dev/null; do
+        t=$(now)
+        text=$(clean_serial "$serial")
+        if [ -n "$stop" ] && grep -Eq -- "$stop" <<<"$text"; then VM_END=stopped; break; fi
+        if [ -n "$grace" ] && [ -z "$seen" ] && grep -Eq -- "$grace" <<<"$text"; then seen=$t; fi
+        if [ -n "$seen" ] && awk -v a="$seen" -v b="$t" -v m="$LOCAL_GRACE" 'BEGIN{exit !(b - a > m)}'; then
+            VM_END='grace-expired'; break
+        fi
+        if grep -Eq 'could not boot its images|nothing to boot, rebooting|Kernel panic' <<<"$text"; then
+            say "$tag: the guest gave up (see $serial), killing qemu $QEMU_PID"
+            VM_END=gave-up; break
+        fi
+        if awk -v a="$t0" -v b="$t" -v m="$VM_TIMEOUT" 'BEGIN{exit !(b - a > m)}'; then
+            say "$tag: no result after ${VM_TIMEOUT}s, killing qemu $QEMU_PID"
+            VM_END=timeout; break
+        fi
+        sleep 0.25
+    done
+    if [ "$VM_END" = exited ]; then
+        wait "$QEMU_PID" 2>/dev/null; VM_RC=$?
+    else
+        kill_pid "$QEMU_PID" qemu 5; VM_RC=killed
+    fi
+    QEMU_PID=""
+    VM_WALL=$(secs "$t0" "$(now)")
+    clean_serial "$serial" >"$OUT/$tag.serial.txt"
+    TIMINGS+=("$(printf '%-16s %6ss  (%s, qemu rc %s)' "$tag" "$VM_WALL" "$VM_END" "$VM_RC")")
+    say "$tag: VM finished in ${VM_WALL}s ($VM_END)"
+}
+
+SER="" CMDLINE=""
+serial_has() { grep -Fq -- "$1" <<<"$SER"; }
+serial_lacks() { ! serial_has "$1"; }
+cmdline_has() { [[ " $CMDLINE " == *" $1 "* ]]; }
+cmdline_lacks() { ! cmdline_has "$1"; }
+lines_in_order() {  # text ERE: a line matching ERE $2 comes after the first line containing text $1
+    awk -v a="$1" -v b="$2" 'index($0, a) && !na { na = NR } $0 ~ b && na && NR > na { ok = 1 } END { exit !ok }' <<<"$SER"
+}
+no_swift_get() {  # offset path-prefix under the container ('' = anything)
+    ! log_since "$1" | grep -Fq -- " GET /v1/$SWIFT_ACCOUNT/$CONT/$2"
+}
+
+# common checks of a run that must boot our kernel+initrd from Swift
+check_linux_boot() {  # role prefix(deploy|instance) kernel-name initrd-name logoff
+    local role=$1 prefix=$2 kname=$3 iname=$4 off=$5 line
+    check "QEMU exited on its own after poweroff (${VM_WALL}s, $VM_END, rc $VM_RC)" \
+        test "$VM_END:$VM_RC" = exited:0 || serial_tail
+    check "serial: BOOT-MARKER-OK" serial_has BOOT-MARKER-OK
+    check "serial: IRONBOOT-E2E-ROLE=$role" grep -Eq "^IRONBOOT-E2E-ROLE=$role\$" <<<"$SER"
+    CMDLINE=$(grep -m1 '^CMDLINE: ' <<<"$SER" | sed 's/^CMDLINE: //; s/[[:space:]]*$//')
+    echo "  INFO cmdline: $CMDLINE" | tee -a "$OUT/checks.txt"
+    check "cmdline has BOOTIF=01-$(hexhyp "$MAC")" cmdline_has "BOOTIF=01-$(hexhyp "$MAC")"
+    check "cmdline has initrd=$iname" cmdline_has "initrd=$iname"
+    check "serial: iPXE chained pxelinux.cfg/$(hexhyp "$MAC")" serial_has "trying pxelinux.cfg/$(hexhyp "$MAC")"
+    check "serial: iPXE downloaded $kname and $iname" serial_has "downloading $kname and $iname"
+    for o in "$prefix/vmlinuz" "$prefix/initrd.img"; do
+        if line=$(wait_swift_log "$off" GET "$o"); then
+            pass "Swift proxy log: TempURL GET 200 of $CONT/$o"
+            echo "  INFO $(head -n1 <<<"$line" | cut -c1-220)" | tee -a "$OUT/checks.txt"
+            check "that GET came from iPXE (User-Agent)" grep -q ' iPXE/' <<<"$line"
+        else
+            fail "Swift proxy log: no TempURL GET 200 of $CONT/$o with temp_url_sig since the VM started"
+        fi
+    done
+}
+
+check_renders() {  # expected deltas: master node_ok node_not_found fallback (-: not checked)
+    local want=("$@") i k d
+    metrics_snapshot M1
+    for i in "${!METRIC_KEYS[@]}"; do
+        k=${METRIC_KEYS[$i]}; [ "${want[$i]}" = - ] && continue
+        d=$(metric_delta "$k")
+        check "ironboot_script_renders_total{kind=${k%%:*},result=${k#*:}} +$d (want >= ${want[$i]})" \
+            test "$d" -ge "${want[$i]}"
+    done
+}
+
+begin() {  # tag
+    CUR=$1
+    echo | tee -a "$OUT/checks.txt"
+    say "==== $1 ====" | tee -a "$OUT/checks.txt"
+}
+prepare() {  # boot-mode target [swift prefix whose kernel+initrd the prepare HEAD-checks]
+    local off o
+    ib_step "set boot mode $1" node update vm1 --boot-mode "$1" || return 1
+    off=$(log_size)
+    ib_step "prepare target $2" node boot vm1 --target "$2" || return 1
+    pass "\`ironboot node boot vm1 --target $2\` succeeded"
+    for o in ${3:+"$3/vmlinuz" "$3/initrd.img"}; do
+        check "the prepare HEAD-checked $CONT/$o through a TempURL (Swift proxy log)" \
+            swift_logged "$off" HEAD "$o"
+    done
+    ib node ipxe vm1 >"$OUT/$CUR.node.ipxe" 2>&1
+}
+
+# ---------------------------------------------------------------- scenarios
+sc_deploy() {  # mode
+    local mode=$1 tag=$1-deploy off
+    begin "$tag"
+    prepare "$mode" deploy deploy || return
+    off=$(log_size); metrics_snapshot M0
+    say "booting $mode VM, mac $MAC"
+    run_vm "$mode" "$MAC" "$tag"
+    SER=$(cat "$OUT/$tag.serial.txt")
+    check_linux_boot deploy deploy deploy_kernel deploy_ramdisk "$off"
+    check "cmdline has [pxe] kernel_append_params (ironboot_e2e=$NONCE)" cmdline_has "ironboot_e2e=$NONCE"
+    check "cmdline has console=ttyS0" cmdline_has console=ttyS0
+    check_renders 1 1 - -
+}
+
+sc_fallback() {  # mode
+    local mode=$1 tag=$1-fallback off
+    begin "$tag"
+    off=$(log_size); metrics_snapshot M0
+    say "booting $mode VM, unknown mac $MAC_UNKNOWN"
+    run_vm "$mode" "$MAC_UNKNOWN" "$tag"
+    SER=$(cat "$OUT/$tag.serial.txt")
+    check "QEMU exited on its own after the fallback's reboot (${VM_WALL}s, $VM_END, rc $VM_RC)" \
+        test "$VM_END:$VM_RC" = exited:0 || serial_tail
+    check "serial: iPXE tried pxelinux.cfg/$(hexhyp "$MAC_UNKNOWN")" serial_has "trying pxelinux.cfg/$(hexhyp "$MAC_UNKNOWN")"
+    check "serial: ironboot's master script found no boot configuration" serial_has "no boot configuration for"
+    check "serial: fallback marker IRONBOOT-E2E-FALLBACK $(hexhyp "$MAC_UNKNOWN")" \
+        serial_has "IRONBOOT-E2E-FALLBACK $(hexhyp "$MAC_UNKNOWN")"
+    check "no kernel booted" serial_lacks BOOT-MARKER-OK
+    check "no Swift GET of $CONT/* during this run" no_swift_get "$off" ""
+    check_renders 1 0 1 1
+}
+
+sc_instance() {  # mode
+    local mode=$1 tag=$1-instance off
+    begin "$tag"
+    prepare "$mode" instance instance || return
+    off=$(log_size); metrics_snapshot M0
+    say "booting $mode VM, mac $MAC"
+    run_vm "$mode" "$MAC" "$tag"
+    SER=$(cat "$OUT/$tag.serial.txt")
+    check_linux_boot instance instance kernel ramdisk "$off"
+    check "cmdline has the node's kernel_append_params (role=instance ironboot_e2e_instance=$NONCE)" \
+        cmdline_has "role=instance ironboot_e2e_instance=$NONCE"
+    check "cmdline does not have [pxe] kernel_append_params (ironboot_e2e=$NONCE)" \
+        cmdline_lacks "ironboot_e2e=$NONCE"
+    check "no Swift GET of $CONT/deploy/* during this run" no_swift_get "$off" deploy/
+    check_renders 1 1 - -
+}
+
+sc_local() {  # mode
+    local mode=$1 tag=$1-local off stop what
+    begin "$tag"
+    prepare "$mode" local || return
+    off=$(log_size); metrics_snapshot M0
+    say "booting $mode VM, mac $MAC (expecting an exit to the firmware)"
+    # Once iPXE has exited, SeaBIOS tries its other devices and prints "No bootable
+    # device" (then retries after 60 s); OVMF reports the iPXE boot option as failed and
+    # moves on to PXE/HTTP boot and its shell.  Stop at that line; without it, stop
+    # LOCAL_GRACE s after ironboot's line.
+    if [ "$mode" = bios ]; then
+        stop='No bootable device' what='SeaBIOS printed "No bootable device"'
+    else
+        stop='BdsDxe: failed to load Boot' what='OVMF moved on to its next boot option (BdsDxe)'
+    fi
+    run_vm "$mode" "$MAC" "$tag" "$stop" 'boots from its local disk'
+    SER=$(cat "$OUT/$tag.serial.txt")
+    check "serial: ironboot's local-boot line (ironboot: $NODE_UUID boots from its local disk)" \
+        serial_has "ironboot: $NODE_UUID boots from its local disk"
+    if [ "$mode" = bios ]; then
+        check "serial: iPXE tried sanboot --drive 0x80 and it failed (no disk)" \
+            serial_has "Boot from SAN device 0x80 failed"
+    else
+        check "serial: no sanboot under UEFI" serial_lacks "Booting from SAN"
+    fi
+    check "iPXE exited to the firmware: $what after ironboot's line (${VM_WALL}s, $VM_END)" \
+        lines_in_order "boots from its local disk" "$stop" || serial_tail
+    check "no kernel booted" serial_lacks BOOT-MARKER-OK
+    check "no Swift GET of $CONT/* during this run" no_swift_get "$off" ""
+    check_renders 1 1 - -
+}
+
+# ---------------------------------------------------------------- main
+say "ironboot $("$IB" --version 2>/dev/null | awk '{print $NF}'), iPXE $(dpkg-query -W -f='${Version}' ipxe-qemu 2>/dev/null), qemu $(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null), kernel $(cat "$CACHE/vmlinuz.pkg" 2>/dev/null || echo '?'), accel $ACCEL, nic $NIC"
+for sc in $SCENARIOS; do
+    case "$sc" in
+        bios-deploy|uefi-deploy) sc_deploy "${sc%%-*}" ;;
+        bios-fallback|uefi-fallback) sc_fallback "${sc%%-*}" ;;
+        bios-instance|uefi-instance) sc_instance "${sc%%-*}" ;;
+        bios-local|uefi-local) sc_local "${sc%%-*}" ;;
+        *) die "unknown scenario '$sc' in E2E_SCENARIOS" ;;
+    esac
+done
+CUR=totals
+begin totals
+check "ironboot still running" kill -0 "$IB_PID"
+curl -s -m 5 "$IRONBOOT_URL/metrics" | grep '^ironboot_\(script_renders\|tempurls_minted\|boot_prepares\|errors\)_total' \
+    | sed 's/^/  INFO /' | tee -a "$OUT/checks.txt"
+check "ironboot answered /boot.ipxe (renders kind=master > 0)" test "$(metric master ok)" -gt 0
+check "ironboot answered /pxelinux.cfg/<mac> (renders kind=node,result=ok > 0)" test "$(metric node ok)" -gt 0
+# stop ironboot now, so its log ends with a clean shutdown
+kill_pid "$IB_PID" ironboot 10; IB_PID=""
+check "ironboot exited 0 on SIGTERM (rc $WAIT_RC)" test "$WAIT_RC" = 0
+[ "$NFAIL" = 0 ] || exit 1
+exit 0
