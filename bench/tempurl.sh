@@ -3,12 +3,12 @@
 # (sha256), side by side in one run, on one core and on all cores.
 #
 # Usage: bench/tempurl.sh [PYTHON]   (PYTHON must import swiftclient; default: the test venv)
-# Env:   RUNS (5) SECONDS (3)
+# Env:   RUNS (5) RUN_SECONDS (3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-${IRONBOOT_TEST_PYTHON:-/tmp/ironboot-test/venv/bin/python}}
 RUNS=${RUNS:-5}
-SECONDS_PER_RUN=${SECONDS:-3}
+SECONDS_PER_RUN=${RUN_SECONDS:-3}
 CORES=$(nproc)
 "$PY" -c 'import swiftclient' 2>/dev/null || { echo "$PY cannot import swiftclient (run scripts/swift-aio.sh install, or pass a PYTHON)" >&2; exit 2; }
 cargo build --release --quiet --example bench_tempurl

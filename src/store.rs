@@ -6,10 +6,20 @@
 //! overwriting someone else's change. MACs live in their own table with a primary key, so a
 //! MAC can belong to one node only, whatever the backend.
 //!
+//! With SQLite, one ironboot process owns the database: an exclusive lock on
+//! `<database>.lock` refuses a second one (several conductors need PostgreSQL). That lets
+//! the store keep an in-memory index of committed boot records by MAC, which the boot path
+//! reads instead of querying SQLite for every booting machine (sqlx runs each SQLite
+//! connection on its own thread, and the round trip tripled the cost of a boot request).
+//! Writes hold a mutex from `BEGIN IMMEDIATE` until the index reflects the commit, so the
+//! index never lags or reorders committed state. With PostgreSQL every boot request queries
+//! the database.
+//!
 //! This module holds no business rules: it stores what `boot` and the API decided.
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -86,6 +96,82 @@ pub struct BootRecord {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: the boot path's index of committed state.
+    index: Option<Arc<BootIndex>>,
+}
+
+#[derive(Default)]
+struct IndexMaps {
+    by_mac: HashMap<Mac, Arc<BootRecord>>,
+    macs_of: HashMap<Uuid, Vec<Mac>>,
+}
+
+/// MAC → boot record of every committed node (SQLite only).
+struct BootIndex {
+    maps: RwLock<IndexMaps>,
+    /// Held from `BEGIN IMMEDIATE` until the index reflects the commit.
+    write: tokio::sync::Mutex<()>,
+    /// The exclusive lock on `<database>.lock`, held as long as the store lives.
+    _owner: std::fs::File,
+}
+
+impl BootIndex {
+    fn put(&self, node: &Node) {
+        let record = Arc::new(BootRecord {
+            uuid: node.uuid,
+            name: node.name.clone(),
+            target: node.target,
+            prepared: node.prepared.clone(),
+        });
+        let mut maps = self.maps.write().expect("index lock is not poisoned");
+        for old in maps.macs_of.remove(&node.uuid).unwrap_or_default() {
+            maps.by_mac.remove(&old);
+        }
+        for mac in &node.macs {
+            maps.by_mac.insert(*mac, record.clone());
+        }
+        maps.macs_of.insert(node.uuid, node.macs.clone());
+    }
+
+    fn remove(&self, uuid: Uuid) {
+        let mut maps = self.maps.write().expect("index lock is not poisoned");
+        for old in maps.macs_of.remove(&uuid).unwrap_or_default() {
+            maps.by_mac.remove(&old);
+        }
+    }
+
+    fn get(&self, mac: &Mac) -> Option<Arc<BootRecord>> {
+        self.maps
+            .read()
+            .expect("index lock is not poisoned")
+            .by_mac
+            .get(mac)
+            .cloned()
+    }
+}
+
+/// Takes the exclusive lock that makes this process the SQLite database's only user.
+fn lock_sqlite(path: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    let lock_path = std::path::PathBuf::from(format!("{}.lock", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Open(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Open(format!(
+            "{} is in use by another ironboot process (it holds {}); SQLite serves one \
+             conductor, use PostgreSQL for several",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Open(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -186,7 +272,30 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(Store { pool, backend })
+        let index = match db {
+            DatabaseUrl::Sqlite(path) => {
+                let index = BootIndex {
+                    maps: RwLock::default(),
+                    write: tokio::sync::Mutex::new(()),
+                    _owner: lock_sqlite(path)?,
+                };
+                let store = Store {
+                    pool: pool.clone(),
+                    backend,
+                    index: None,
+                };
+                for node in store.list_nodes(&NodeFilter::default()).await? {
+                    index.put(&node);
+                }
+                Some(Arc::new(index))
+            }
+            DatabaseUrl::Postgres(_) => None,
+        };
+        Ok(Store {
+            pool,
+            backend,
+            index,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -213,6 +322,7 @@ impl Store {
     pub async fn create_node(&self, new: NewNode) -> Result<Node, StoreError> {
         let uuid = Uuid::new_v4();
         let now = now_ms();
+        let _writing = self.write_guard().await;
         let mut tx = self.write_tx().await?;
         check_unique(&mut tx, uuid, new.name.as_deref(), &new.macs).await?;
         sqlx::query(
@@ -233,7 +343,7 @@ impl Store {
         .map_err(|e| unique_violation(e, new.name.as_deref()))?;
         insert_macs(&mut tx, uuid, &new.macs).await?;
         tx.commit().await?;
-        self.get_node(&uuid.to_string()).await
+        self.committed(uuid).await
     }
 
     /// A node by UUID or name.
@@ -316,6 +426,7 @@ impl Store {
     /// Writes a changed node (every field but uuid and created_at), if nobody changed it
     /// since it was read (`node.version`). Returns the stored node.
     pub async fn update_node(&self, node: &Node) -> Result<Node, StoreError> {
+        let _writing = self.write_guard().await;
         let mut tx = self.write_tx().await?;
         check_unique(&mut tx, node.uuid, node.name.as_deref(), &node.macs).await?;
         let done = sqlx::query(
@@ -353,11 +464,12 @@ impl Store {
             .await?;
         insert_macs(&mut tx, node.uuid, &node.macs).await?;
         tx.commit().await?;
-        self.get_node(&node.uuid.to_string()).await
+        self.committed(node.uuid).await
     }
 
     /// Deletes a node and its MACs.
     pub async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError> {
+        let _writing = self.write_guard().await;
         let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM node_macs WHERE node_uuid = $1")
             .bind(uuid.to_string())
@@ -371,18 +483,48 @@ impl Store {
             return Err(StoreError::NotFound(uuid.to_string()));
         }
         tx.commit().await?;
+        if let Some(index) = &self.index {
+            index.remove(uuid);
+        }
         Ok(())
     }
 
-    /// The boot record of the node that owns a MAC: the boot path's only query.
-    pub async fn boot_record(&self, mac: &Mac) -> Result<Option<BootRecord>, StoreError> {
+    /// The boot record of the node that owns a MAC: the boot path's only read (from the
+    /// index with SQLite, a query with PostgreSQL).
+    pub async fn boot_record(&self, mac: &Mac) -> Result<Option<Arc<BootRecord>>, StoreError> {
+        if let Some(index) = &self.index {
+            return Ok(index.get(mac));
+        }
         let row = sqlx::query(
             "SELECT n.uuid, n.name, n.target, n.prepared FROM node_macs m JOIN nodes n ON n.uuid = m.node_uuid WHERE m.mac = $1",
         )
         .bind(mac.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| boot_record(&r)).transpose()
+        row.map(|r| boot_record(&r).map(Arc::new)).transpose()
+    }
+
+    /// Checks that the database answers (for `/healthz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Serializes SQLite writes until the index reflects them; nothing for PostgreSQL.
+    async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.index {
+            Some(index) => Some(index.write.lock().await),
+            None => None,
+        }
+    }
+
+    /// Reads a node back after its commit and puts it in the index.
+    async fn committed(&self, uuid: Uuid) -> Result<Node, StoreError> {
+        let node = self.get_node(&uuid.to_string()).await?;
+        if let Some(index) = &self.index {
+            index.put(&node);
+        }
+        Ok(node)
     }
 
     /// Boot records of every node with a target, for rewriting the static mirror.

@@ -102,9 +102,12 @@ pub fn load_config(cli: &Cli, err: &mut dyn Write) -> Result<config::Loaded, Cli
 pub fn init_tracing(cli: &Cli) -> Result<(), CliError> {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .map_err(|e| CliError::Usage(format!("--log {:?}: {e}", cli.log)))?;
+    // Colours only for a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let result = if cli.log_json {
         builder.json().try_init()
     } else {

@@ -89,12 +89,26 @@ pub async fn build_app(settings: &Settings) -> Result<Arc<App>, CliError> {
     }))
 }
 
+/// Pending connections the kernel queues for each listener (capped by
+/// net.core.somaxconn). A boot storm opens connections by the thousand at once; with
+/// tokio's default of 128 the overflow waits for TCP retransmissions.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr, option: &str) -> Result<tokio::net::TcpListener, CliError> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+    let fail = |e: std::io::Error| {
         CliError::Runtime(format!(
             "cannot listen on {addr}: {e}; change [{option}] host_ip or port"
         ))
-    })
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.bind(addr).map_err(fail)?;
+    socket.listen(LISTEN_BACKLOG).map_err(fail)
 }
 
 async fn shutdown_signal() {

@@ -123,10 +123,10 @@ pub(super) fn run(
     let expires = expiry.resolve(now);
 
     let (origin, path) = split_origin(&args.path);
-    if let Some(range) = args.ip_range.as_deref().filter(|r| !r.is_empty()) {
-        if let Err(e) = tempurl::validate_ip_range(range) {
-            writeln!(err, "WARNING: {e}; Swift will refuse this URL with 401").ok();
-        }
+    if let Some(range) = args.ip_range.as_deref().filter(|r| !r.is_empty())
+        && let Err(e) = tempurl::validate_ip_range(range)
+    {
+        writeln!(err, "WARNING: {e}; Swift will refuse this URL with 401").ok();
     }
     if path != "/info" && path.split('/').nth(1).is_some_and(|v| v != "v1") {
         writeln!(
@@ -162,11 +162,11 @@ pub(super) fn run(
 /// path as it is.
 fn split_origin(path: &str) -> (Option<&str>, &str) {
     for scheme in ["http://", "https://"] {
-        if let Some(rest) = path.strip_prefix(scheme) {
-            if let Some(slash) = rest.find('/') {
-                let at = scheme.len() + slash;
-                return (Some(&path[..at]), &path[at..]);
-            }
+        if let Some(rest) = path.strip_prefix(scheme)
+            && let Some(slash) = rest.find('/')
+        {
+            let at = scheme.len() + slash;
+            return (Some(&path[..at]), &path[at..]);
         }
     }
     (None, path)

@@ -159,15 +159,15 @@ impl<'a> Resolver<'a> {
                 return fallback();
             }
         };
-        if let Some(check) = check {
-            if let Err(reason) = check(&value) {
-                self.errors.push(ConfigError {
-                    location: self.location(line),
-                    option: Some(shown_key),
-                    message: format!("invalid value {shown_value}: {reason}"),
-                });
-                return fallback();
-            }
+        if let Some(check) = check
+            && let Err(reason) = check(&value)
+        {
+            self.errors.push(ConfigError {
+                location: self.location(line),
+                option: Some(shown_key),
+                message: format!("invalid value {shown_value}: {reason}"),
+            });
+            return fallback();
         }
         value
     }

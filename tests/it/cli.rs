@@ -201,6 +201,10 @@ fn serve_runs_without_root_and_stops_on_sigterm() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(status.success(), "{status:?}\n{log}");
     assert!(
+        !log.contains('\u{1b}'),
+        "no ANSI colours in a log that is not a terminal: {log:?}"
+    );
+    assert!(
         log.contains("SIGTERM received, shutting down") && log.contains("stopped"),
         "{log}"
     );

@@ -123,3 +123,91 @@ async fn racing_creates_with_one_mac_leave_exactly_one_owner() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn the_boot_index_follows_every_write() {
+    use ironboot::node::{PreparedBoot, Target};
+    for postgres in [false, true] {
+        let (store, dir) = open(postgres).await;
+        let (a, b) = (random_mac(), random_mac());
+        let (ma, mb) = (Mac::parse(&a).unwrap(), Mac::parse(&b).unwrap());
+        let mut node = store.create_node(new_node(&a)).await.unwrap();
+        assert_eq!(
+            store.boot_record(&ma).await.unwrap().unwrap().target,
+            Target::None
+        );
+
+        node.target = Target::Local;
+        node.prepared = Some(PreparedBoot {
+            target: Target::Local,
+            boot_mode: BootMode::Bios,
+            kernel: None,
+            ramdisk: None,
+            kernel_args: String::new(),
+        });
+        let node = store.update_node(&node).await.unwrap();
+        let record = store.boot_record(&ma).await.unwrap().unwrap();
+        assert_eq!(
+            (record.target, record.prepared.as_ref().map(|p| p.target)),
+            (Target::Local, Some(Target::Local))
+        );
+
+        // a conflicting (stale) update changes nothing
+        let mut stale = node.clone();
+        stale.version -= 1;
+        stale.target = Target::None;
+        assert!(store.update_node(&stale).await.is_err());
+        assert_eq!(
+            store.boot_record(&ma).await.unwrap().unwrap().target,
+            Target::Local
+        );
+
+        // the MAC moves: the old one is gone at once, the new one answers
+        let mut moved = node.clone();
+        moved.macs = vec![mb];
+        store.update_node(&moved).await.unwrap();
+        assert!(store.boot_record(&ma).await.unwrap().is_none());
+        assert_eq!(
+            store.boot_record(&mb).await.unwrap().unwrap().uuid,
+            node.uuid
+        );
+
+        // what a new process sees is what was committed
+        if let Some(dir) = &dir {
+            store.close().await;
+            drop(store);
+            let reopened = Store::open(&DatabaseUrl::Sqlite(dir.path().join("db.sqlite")), 4)
+                .await
+                .unwrap();
+            assert_eq!(
+                reopened.boot_record(&mb).await.unwrap().unwrap().target,
+                Target::Local
+            );
+            reopened.delete_node(node.uuid).await.unwrap();
+            assert!(reopened.boot_record(&mb).await.unwrap().is_none());
+            reopened.close().await;
+        } else {
+            store.delete_node(node.uuid).await.unwrap();
+            assert!(store.boot_record(&mb).await.unwrap().is_none());
+            store.close().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_share_an_sqlite_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = DatabaseUrl::Sqlite(dir.path().join("db.sqlite"));
+    let first = Store::open(&db, 2).await.unwrap();
+    let err = Store::open(&db, 2).await.unwrap_err().to_string();
+    assert!(
+        err.contains("is in use by another ironboot process")
+            && err.contains("use PostgreSQL for several"),
+        "{err}"
+    );
+    first.close().await;
+    drop(first);
+    Store::open(&db, 2)
+        .await
+        .expect("free again once the first store is gone");
+}
