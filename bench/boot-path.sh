@@ -6,6 +6,10 @@
 #   bench/boot-path.sh
 #
 # Env: NODES (10000) CONNECTIONS (1000) DURATION (20 s per run) RUNS (3, interleaved)
+#      BENCH_PG_URL=postgres://user@host:port/db  use a fresh database on that PostgreSQL
+#                   server instead of SQLite (created here, dropped at exit). With
+#                   PostgreSQL every boot request queries the database; with SQLite the
+#                   store answers from its in-memory index of committed boot records.
 # Needs: wrk and nginx (apt-get install wrk nginx-light). Nothing else: the nodes are
 # written straight into a fresh SQLite database (examples/bench_seed.rs), so no Swift is
 # contacted; the boot path never calls Swift anyway.
@@ -22,10 +26,11 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 DIR=$(mktemp -d /tmp/ironboot-bench.XXXXXX)
 chmod 755 "$DIR"   # nginx workers run as nobody
-IB_PID=""; NGINX_PID=""
+IB_PID=""; NGINX_PID=""; PG_DB=""
 cleanup() {
     [ -n "$IB_PID" ] && kill "$IB_PID" 2>/dev/null && wait "$IB_PID" 2>/dev/null
     [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
+    [ -n "$PG_DB" ] && psql -q "$BENCH_PG_URL" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1
     rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -50,7 +55,14 @@ swift_endpoint_url = http://10.0.2.2:28080
 swift_account = AUTH_test
 swift_temp_url_key_file = $DIR/key
 CONF
-echo "seeding $NODES nodes..." >&2
+DB_LABEL="SQLite"
+if [ -n "${BENCH_PG_URL:-}" ]; then
+    PG_DB="ironboot_bench_$$"
+    psql -q "$BENCH_PG_URL" -c "CREATE DATABASE $PG_DB" >/dev/null
+    printf '[database]\nconnection = %s/%s\n' "${BENCH_PG_URL%/*}" "$PG_DB" >> "$DIR/ironboot.conf"
+    DB_LABEL="PostgreSQL"
+fi
+echo "seeding $NODES nodes ($DB_LABEL)..." >&2
 target/release/examples/bench_seed "$DIR/ironboot.conf" "$NODES" "$DIR/paths.txt"
 
 target/release/ironboot --config "$DIR/ironboot.conf" --log warn serve 2>"$DIR/ironboot.log" &
@@ -122,7 +134,7 @@ minted=$(curl -s "http://127.0.0.1:$API_PORT/metrics" | awk '/^ironboot_tempurls
 echo "| server | req/s | p50 | p99 | errors |"
 echo "|---|---|---|---|---|"
 printf '| nginx %s (static files) | %.0f | %s ms | %s ms | %s |\n' "$(nginx -v 2>&1 | sed 's/.*nginx\///')" "$ng_rps" "$ng_p50" "$ng_p99" "$ng_err"
-printf '| ironboot (rendered, fresh TempURLs) | %.0f | %s ms | %s ms | %s |\n' "$ib_rps" "$ib_p50" "$ib_p99" "$ib_err"
+printf '| ironboot, %s (rendered, fresh TempURLs) | %.0f | %s ms | %s ms | %s |\n' "$DB_LABEL" "$ib_rps" "$ib_p50" "$ib_p99" "$ib_err"
 printf '| **ironboot / nginx** | **%.2f×** | %.2f× | **%.2f×** | |\n' \
     "$(awk -v a="$ib_rps" -v b="$ng_rps" 'BEGIN{print a/b}')" \
     "$(awk -v a="$ib_p50" -v b="$ng_p50" 'BEGIN{print a/b}')" \
