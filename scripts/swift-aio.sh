@@ -367,6 +367,8 @@ pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_forma
 use = egg:swift#proxy
 account_autocreate = true
 allow_account_management = true
+# Signed /info requests (swiftinfo_sig) are checked against this key.
+admin_key = swift-aio-info-admin-key
 error_suppression_interval = ${SWIFT_AIO_ERROR_SUPPRESSION_INTERVAL:-0}
 
 [filter:catch_errors]
@@ -504,6 +506,7 @@ write_env() {
         printf 'export SWIFT_AIO_USER=%q\n' "test:tester"
         printf 'export SWIFT_AIO_KEY=%q\n' "testing"
         printf 'export SWIFT_AIO_PROXY_LOG=%q\n' "$PROXY_LOG"
+        printf 'export SWIFT_AIO_INFO_ADMIN_KEY=%q\n' "swift-aio-info-admin-key"
         printf 'export ST_AUTH=%q\n' "http://$HOST:$PROXY_PORT/auth/v1.0"
         printf 'export ST_USER=%q\n' "test:tester"
         printf 'export ST_KEY=%q\n' "testing"

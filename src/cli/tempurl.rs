@@ -135,7 +135,14 @@ pub(super) fn run(
         )
         .ok();
     }
-    if digest == Digest::Sha1 {
+    if path == "/info" && digest != Digest::Sha1 {
+        // swift/proxy/controllers/info.py checks get_hmac() with its default digest only.
+        writeln!(
+            err,
+            "WARNING: Swift 2.38 checks /info signatures with sha1 only; this {digest} URL will get 401 (use --digest sha1)"
+        )
+        .ok();
+    } else if digest == Digest::Sha1 {
         writeln!(
             err,
             "WARNING: sha1 is deprecated by Swift; clusters may refuse it"

@@ -557,3 +557,67 @@ async fn the_cli_prints_urls_that_swift_accepts() {
         "{url}"
     );
 }
+
+/// Signed `/info` (Swift's admin info, `admin_key` in the proxy). Swift checks these with
+/// sha1 only, although swiftclient defaults to sha256; the CLI warns about that.
+#[tokio::test]
+async fn signed_info_requests_follow_swift() {
+    let key = crate::support::required_env("SWIFT_AIO_INFO_ADMIN_KEY");
+    let ep = endpoint();
+    let http = reqwest::Client::new();
+    let get = Method::get();
+    let info = |digest: Digest, expires: i64, key: &str| {
+        let signer = Signer::new(key.as_bytes(), digest);
+        let url = signer
+            .sign(&Request::new(&get, "/info", expires))
+            .unwrap()
+            .to_url(&ep);
+        assert!(
+            url.contains("/info?swiftinfo_sig=") && url.contains("&swiftinfo_expires="),
+            "{url}"
+        );
+        url
+    };
+    let resp = http
+        .get(info(Digest::Sha1, now() + 60, &key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body.get("admin").is_some(),
+        "a valid signature gets the admin section: {body}"
+    );
+    assert_eq!(
+        status(
+            &http,
+            reqwest::Method::HEAD,
+            &info(Digest::Sha1, now() + 60, &key)
+        )
+        .await,
+        StatusCode::OK
+    );
+    for (label, url) in [
+        ("sha256", info(Digest::Sha256, now() + 60, &key)),
+        ("expired", info(Digest::Sha1, now() - 1, &key)),
+        (
+            "wrong key",
+            info(Digest::Sha1, now() + 60, "not-the-admin-key"),
+        ),
+    ] {
+        assert_eq!(
+            status(&http, reqwest::Method::GET, &url).await,
+            StatusCode::UNAUTHORIZED,
+            "{label}"
+        );
+    }
+    let out = std::process::Command::new(crate::support::ironboot_bin())
+        .args(["tempurl", "GET", "60", "/info", "k"])
+        .env_remove("IRONBOOT_TEMP_URL_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("checks /info signatures with sha1 only")
+    );
+}

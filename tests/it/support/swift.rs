@@ -74,42 +74,55 @@ impl Account {
         format!("{}{}", self.storage_url, encode_path(rest))
     }
 
+    /// Sends a metadata request (no body) with extra headers and asserts it succeeded.
+    async fn meta(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        headers: &[(&str, &str)],
+        what: &str,
+    ) {
+        let mut req = self
+            .http
+            .request(method, url)
+            .header("X-Auth-Token", &self.token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let status = req.send().await.unwrap().status();
+        assert!(status.is_success(), "{what}: {status}");
+    }
+
     /// POSTs account metadata, e.g. `("X-Account-Meta-Temp-URL-Key", "k")`. An empty value
     /// removes the header, as in Swift.
     pub async fn post_account(&self, headers: &[(&str, &str)]) {
-        let mut req = self
-            .http
-            .post(&self.storage_url)
-            .header("X-Auth-Token", &self.token);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let status = req.send().await.unwrap().status();
-        assert!(status.is_success(), "POST account: {status}");
+        self.meta(
+            reqwest::Method::POST,
+            self.storage_url.clone(),
+            headers,
+            "POST account",
+        )
+        .await;
     }
 
     pub async fn put_container(&self, name: &str, headers: &[(&str, &str)]) {
-        let mut req = self
-            .http
-            .put(self.url(&format!("/{name}")))
-            .header("X-Auth-Token", &self.token);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let status = req.send().await.unwrap().status();
-        assert!(status.is_success(), "PUT container {name}: {status}");
+        self.meta(
+            reqwest::Method::PUT,
+            self.url(&format!("/{name}")),
+            headers,
+            &format!("PUT container {name}"),
+        )
+        .await;
     }
 
     pub async fn post_container(&self, name: &str, headers: &[(&str, &str)]) {
-        let mut req = self
-            .http
-            .post(self.url(&format!("/{name}")))
-            .header("X-Auth-Token", &self.token);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let status = req.send().await.unwrap().status();
-        assert!(status.is_success(), "POST container {name}: {status}");
+        self.meta(
+            reqwest::Method::POST,
+            self.url(&format!("/{name}")),
+            headers,
+            &format!("POST container {name}"),
+        )
+        .await;
     }
 
     pub async fn put_object(&self, container: &str, name: &str, body: Vec<u8>) {
