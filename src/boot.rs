@@ -1,40 +1,73 @@
-//! The iPXE boot interface: what `PUT /v1/nodes/{node}/boot` does ([`BootService::prepare`])
-//! and what a booting machine gets ([`BootService::render`]).
+//! The iPXE boot interface: what `PUT /v1/nodes/{node}/boot` checks
+//! ([`BootService::prepare`]) and what a booting machine gets ([`BootService::render`]).
 //!
-//! `prepare` resolves the target's image references, checks them (in swift mode, a HEAD of
-//! each object through a fresh TempURL on the internal endpoint) and returns a
-//! [`PreparedBoot`] snapshot. The boot path renders only that snapshot, signing new
-//! TempURLs for every request, so a node that reboots an hour later still gets working
-//! URLs, and an edit of `driver_info` has no effect until the next prepare.
+//! `prepare` resolves the target's image references through the mode's [`Sources`] (in
+//! swift mode, a HEAD of each object through a fresh TempURL on the internal endpoint) and
+//! returns a [`PreparedBoot`] snapshot. The boot path renders only that snapshot, asking
+//! each image's source for its URL at that moment (new TempURLs for every request), so a
+//! node that reboots an hour later still gets working URLs, and an edit of `driver_info`
+//! has no effect until the next prepare.
 //!
-//! This module speaks neither HTTP nor SQL.
+//! This module speaks neither HTTP nor SQL, and `render` does no I/O. It never matches on
+//! the kind of an image reference: that is the sources' business.
 
 use std::time::Duration;
 
-use crate::config::{Settings, SwiftSettings};
-use crate::images::ImageRef;
-use crate::images::swift::{SwiftClient, SwiftError};
+use crate::code::ErrorCode;
+use crate::config::Settings;
+use crate::images::http::HttpSource;
+use crate::images::swift::SwiftSource;
+use crate::images::{ImageError, ImageSource, Sources};
 use crate::ipxe::{
     self, IpxeError, MasterContext, NodeContext, ScriptImage, ScriptNode, Templates,
 };
-use crate::node::{FieldError, Mac, Node, PreparedBoot, Target, validate_kernel_args};
-use crate::store::BootRecord;
-use crate::tempurl::{Signer, expiry};
+use crate::node::{
+    BootRecord, FieldError, Mac, Node, PreparedBoot, PreparedImage, Target, validate_kernel_args,
+};
+use crate::tempurl::expiry;
+
+/// How long prepare waits for Swift before it reports the object unreachable.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    /// A field of the node is missing or invalid.
+    /// The target needs a reference the node does not have.
+    #[error("{field}: is required for target {target}: set it with PATCH /v1/nodes/{node}")]
+    MissingImage {
+        field: &'static str,
+        target: Target,
+        node: uuid::Uuid,
+    },
+    /// A field that goes into the script is not script-safe.
     #[error("{0}")]
     Field(#[from] FieldError),
-    /// A reference scheme that this mode cannot serve.
-    #[error("{field}: {message}")]
-    Unsupported { field: String, message: String },
-    /// Swift said no, or could not be reached.
-    #[error("{field}: {source}")]
-    Swift { field: String, source: SwiftError },
-    /// A script could not be rendered (a custom template, or a URL that is not script-safe).
+    /// An image reference is invalid, unsupported, or its source said no.
+    #[error("{0}")]
+    Image(#[from] ImageError),
+    /// A script could not be rendered (a custom template, or a value that is not
+    /// script-safe).
     #[error("{0}")]
     Render(#[from] IpxeError),
+}
+
+impl BootError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BootError::MissingImage { .. } => ErrorCode::MissingImage,
+            BootError::Field(_) => ErrorCode::InvalidField,
+            BootError::Image(e) => e.code(),
+            BootError::Render(_) => ErrorCode::RenderFailed,
+        }
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            BootError::MissingImage { field, .. } => Some(field),
+            BootError::Field(f) => Some(&f.field),
+            BootError::Image(e) => Some(e.field()),
+            BootError::Render(_) => None,
+        }
+    }
 }
 
 /// A rendered node script.
@@ -45,18 +78,12 @@ pub struct Rendered {
     pub tempurls: u32,
 }
 
-#[derive(Debug)]
-struct SwiftBoot {
-    settings: SwiftSettings,
-    signer: Signer,
-    client: SwiftClient,
-}
-
 /// Everything needed to prepare and render boots; built once from the settings.
 #[derive(Debug)]
 pub struct BootService {
-    swift: Option<SwiftBoot>,
-    use_swift: bool,
+    sources: Sources,
+    /// Seconds a rendered URL stays valid (0 when no source signs URLs).
+    url_lifetime: u64,
     kernel_append_params: String,
     timeout_ms: u64,
     attempts: u32,
@@ -66,30 +93,26 @@ pub struct BootService {
 }
 
 impl BootService {
-    /// Builds the service; `boot_script`/`node_template` are the sources of the template
-    /// files named in the config, if any.
-    pub fn new(
-        settings: &Settings,
-        boot_script: Option<String>,
-        node_template: Option<String>,
-    ) -> Result<BootService, BootError> {
+    /// Builds the service from validated settings and compiled templates.
+    pub fn new(settings: &Settings, templates: Templates) -> Result<BootService, BootError> {
         let o = &settings.options;
         validate_kernel_args("pxe.kernel_append_params", &o.pxe.kernel_append_params)?;
-        let templates = Templates::new(boot_script, node_template)?;
         let master = templates.master(&MasterContext {
             fallback_script: o.ipxe.fallback_script.clone(),
         })?;
-        let swift = match (&settings.swift, o.ipxe.use_swift) {
-            (Some(s), true) => Some(SwiftBoot {
-                signer: Signer::new(s.key.expose().as_bytes(), s.digest),
-                client: SwiftClient::new(s.clone(), Duration::from_secs(10)),
-                settings: s.clone(),
-            }),
-            _ => None,
+        let mut list: Vec<Box<dyn ImageSource>> = vec![Box::new(HttpSource)];
+        let mut url_lifetime = 0;
+        let hint = match (&settings.swift, o.ipxe.use_swift) {
+            (Some(s), true) => {
+                url_lifetime = s.duration;
+                list.push(Box::new(SwiftSource::new(s.clone(), SOURCE_TIMEOUT)));
+                "use swift://CONTAINER/OBJECT or an http(s):// URL"
+            }
+            _ => "use an http(s):// URL, or swift://CONTAINER/OBJECT with [ipxe] use_swift = true",
         };
         Ok(BootService {
-            swift,
-            use_swift: o.ipxe.use_swift,
+            sources: Sources::new(list, hint),
+            url_lifetime,
             kernel_append_params: o.pxe.kernel_append_params.clone(),
             timeout_ms: u64::from(o.pxe.ipxe_timeout) * 1000,
             attempts: o.ipxe.download_attempts,
@@ -105,7 +128,7 @@ impl BootService {
     }
 
     /// Validates and checks what `target` needs, and returns the snapshot to store
-    /// (`None` for target none).
+    /// (`None` for target none). `now` is Unix seconds.
     pub async fn prepare(
         &self,
         node: &Node,
@@ -147,107 +170,33 @@ impl BootService {
                 )
             }
         };
-        let required = |field: &str, value: &Option<String>| -> Result<String, BootError> {
-            value.clone().filter(|v| !v.is_empty()).ok_or_else(|| {
-                FieldError::new(
+        let required = |field: &'static str, value: &Option<String>| {
+            value
+                .clone()
+                .filter(|v| !v.is_empty())
+                .ok_or(BootError::MissingImage {
                     field,
-                    format!(
-                        "is required for target {target}: set it with PATCH /v1/nodes/{}",
-                        node.uuid
-                    ),
-                )
-                .into()
-            })
+                    target,
+                    node: node.uuid,
+                })
         };
         let kernel = required(kernel_field, kernel)?;
         let ramdisk = required(ramdisk_field, ramdisk)?;
         let (k, r) = tokio::join!(
-            self.check_ref(kernel_field, &kernel, now),
-            self.check_ref(ramdisk_field, &ramdisk, now)
+            self.sources.check(kernel_field, &kernel, now),
+            self.sources.check(ramdisk_field, &ramdisk, now)
         );
-        k?;
-        r?;
         Ok(Some(PreparedBoot {
             target,
             boot_mode: node.boot_mode,
-            kernel: Some(kernel),
-            ramdisk: Some(ramdisk),
+            kernel: Some(k?),
+            ramdisk: Some(r?),
             kernel_args,
         }))
     }
 
-    async fn check_ref(&self, field: &str, text: &str, now: i64) -> Result<(), BootError> {
-        match ImageRef::parse(field, text)? {
-            ImageRef::Http(_) => Ok(()),
-            ImageRef::Swift { container, object } => {
-                let swift = self.swift.as_ref().ok_or_else(|| BootError::Unsupported {
-                    field: field.into(),
-                    message: "swift:// references need [ipxe] use_swift = true; in cache mode use an http(s):// URL".into(),
-                })?;
-                let path = SwiftClient::object_path(&swift.settings, &container, &object);
-                swift
-                    .client
-                    .head(&path, now)
-                    .await
-                    .map_err(|source| BootError::Swift {
-                        field: field.into(),
-                        source,
-                    })?;
-                Ok(())
-            }
-            other => Err(BootError::Unsupported {
-                field: field.into(),
-                message: format!(
-                    "{} references are not supported yet (they come with the local image cache); use swift://CONTAINER/OBJECT{} or an http(s):// URL",
-                    other.scheme(),
-                    if self.use_swift {
-                        ""
-                    } else {
-                        " with [ipxe] use_swift = true"
-                    }
-                ),
-            }),
-        }
-    }
-
-    fn image_url(
-        &self,
-        field: &str,
-        text: &str,
-        expires: i64,
-        minted: &mut u32,
-    ) -> Result<String, BootError> {
-        match ImageRef::parse(field, text)? {
-            ImageRef::Http(url) => Ok(url),
-            ImageRef::Swift { container, object } => {
-                let swift = self.swift.as_ref().ok_or_else(|| BootError::Unsupported {
-                    field: field.into(),
-                    message: "swift:// reference, but [ipxe] use_swift is now false; prepare the node again".into(),
-                })?;
-                let path = SwiftClient::object_path(&swift.settings, &container, &object);
-                let mut url = String::with_capacity(path.len() * 2 + 160);
-                swift
-                    .signer
-                    .write_get_url(
-                        &mut url,
-                        &swift.settings.public_endpoint,
-                        &path,
-                        expires,
-                        swift.settings.ip_range.as_deref(),
-                    )
-                    .map_err(|e| FieldError::new(field, e.to_string()))?;
-                *minted += 1;
-                Ok(url)
-            }
-            other => Err(BootError::Unsupported {
-                field: field.into(),
-                message: format!("{} references are not supported yet", other.scheme()),
-            }),
-        }
-    }
-
     /// The script for a node booting from `mac` (`bootif` is what follows `BOOTIF=01-`),
-    /// or `None` when the node has nothing to boot.
+    /// or `None` when the node has nothing to boot. `now` is Unix seconds. No I/O.
     pub fn render(
         &self,
         record: &BootRecord,
@@ -263,30 +212,25 @@ impl BootService {
             return Ok(None);
         };
         let mut tempurls = 0;
-        let expires = now
-            + self
-                .swift
-                .as_ref()
-                .map_or(0, |s| s.settings.duration as i64);
+        let expires = now.saturating_add(i64::try_from(self.url_lifetime).unwrap_or(i64::MAX));
         let (kname, rname) = match prepared.target {
             Target::Instance => ("kernel", "ramdisk"),
             _ => ("deploy_kernel", "deploy_ramdisk"),
         };
-        let mut image = |field: &str,
-                         name: &str,
-                         r: &Option<String>|
-         -> Result<Option<ScriptImage>, BootError> {
-            r.as_deref()
-                .map(|text| {
-                    Ok(ScriptImage {
-                        name: name.into(),
-                        url: self.image_url(field, text, expires, &mut tempurls)?,
-                    })
-                })
-                .transpose()
-        };
-        let kernel = image(kname, kname, &prepared.kernel)?;
-        let initrd = image(rname, rname, &prepared.ramdisk)?;
+        let mut image =
+            |name: &str, image: &Option<PreparedImage>| -> Result<Option<ScriptImage>, BootError> {
+                let Some(image) = image else { return Ok(None) };
+                let mut url = String::with_capacity(image.location.len() * 2 + 160);
+                if self.sources.url(name, image, expires, &mut url)? {
+                    tempurls += 1;
+                }
+                Ok(Some(ScriptImage {
+                    name: name.into(),
+                    url,
+                }))
+            };
+        let kernel = image(kname, &prepared.kernel)?;
+        let initrd = image(rname, &prepared.ramdisk)?;
         let ctx = NodeContext {
             node: ScriptNode {
                 uuid: record.uuid.to_string(),
@@ -314,6 +258,6 @@ impl BootService {
 
     /// How long rendered TempURLs stay valid (0 without Swift).
     pub fn url_lifetime(&self) -> Duration {
-        Duration::from_secs(self.swift.as_ref().map_or(0, |s| s.settings.duration))
+        Duration::from_secs(self.url_lifetime)
     }
 }

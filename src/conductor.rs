@@ -1,14 +1,23 @@
-//! Periodic work of a conductor. Today: keeping the static mirror in `[deploy] http_root`
-//! current. Membership, the hash ring and takeover come with multi-conductor support.
+//! The conductor's periodic work, each task under one [`supervise`]or: today, keeping the
+//! static mirror in `[deploy] http_root` current. Membership, the hash ring and takeover
+//! come with multi-conductor support.
+//!
+//! A supervised task that fails or panics is logged, counted in
+//! `ironboot_task_runs_total{result="failed"|"panicked"}` and
+//! `ironboot_task_restarts_total`, reported unhealthy in `/healthz`, and restarted after a
+//! back-off that doubles up to a ceiling. It never dies silently.
+//!
+//! This module serves no requests; it calls the service.
 
-use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::metrics::ResultLabels;
-use crate::server::App;
+use crate::metrics::{TaskLabels, TaskRunLabels};
+use crate::service::Service;
 
 /// How often the mirror is rewritten: at half the TempURL lifetime, so a file fetched just
 /// before a rewrite still has half its lifetime left; hourly without Swift.
@@ -20,73 +29,122 @@ pub fn mirror_refresh_interval(url_lifetime: Duration) -> Duration {
     }
 }
 
-/// Rewrites boot.ipxe and every node's config, and removes files of nodes that are gone
-/// or have no target. Returns the number of node configs written.
-pub async fn refresh_mirror(app: &Arc<App>) -> usize {
-    let master = app.boot.master_script().to_string();
-    let mirror = app.mirror.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || mirror.write_master(&master))
-        .await
-        .expect("no panic")
-    {
-        tracing::error!(
-            "cannot write {}/boot.ipxe: {e}",
-            app.mirror.root().display()
-        );
-        app.metrics
-            .mirror_writes
-            .get_or_create(&ResultLabels { result: "error" })
-            .inc();
-    }
-    let records = match app.store.boot_records_with_target().await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("mirror refresh skipped: {e}");
-            return 0;
-        }
-    };
-    let live: HashSet<_> = records.iter().map(|(r, _)| r.uuid).collect();
-    let mut written = 0;
-    for (record, macs) in &records {
-        app.write_mirror(record, macs).await;
-        written += 1;
-    }
-    let mirror = app.mirror.clone();
-    let stale = tokio::task::spawn_blocking(move || mirror.node_dirs())
-        .await
-        .expect("no panic")
-        .unwrap_or_default();
-    for uuid in stale.into_iter().filter(|u| !live.contains(u)) {
-        app.sync_mirror(uuid).await;
-    }
-    let mirror = app.mirror.clone();
-    match tokio::task::spawn_blocking(move || mirror.sweep_dangling_links())
-        .await
-        .expect("no panic")
-    {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("removed {n} dangling links from the static mirror"),
-        Err(e) => tracing::warn!("cannot sweep the static mirror: {e}"),
-    }
-    written
+/// The back-off between restarts of a failed task.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
 }
 
-/// Runs [`refresh_mirror`] at start and then every [`mirror_refresh_interval`], until
-/// `stop` turns true.
-pub async fn refresh_mirror_periodically(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let every = mirror_refresh_interval(app.boot.url_lifetime());
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One run of a periodic task: `Ok` to run again after its interval, `Err` to be restarted
+/// after the back-off.
+pub type Run = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Runs `run` every `every` until `stop` turns true. Each run is a spawned task, so a panic
+/// is caught as a failure. Failures are logged, counted and restarted with back-off; the
+/// task's health is recorded in the service for `/healthz`.
+pub async fn supervise(
+    service: Arc<Service>,
+    task: &'static str,
+    every: Duration,
+    backoff: Backoff,
+    mut stop: watch::Receiver<bool>,
+    run: impl Fn(Arc<Service>) -> Run + Send + Sync + 'static,
+) {
+    let mut delay = backoff.first;
+    service.task_status(task, |s| s.healthy = true);
     loop {
-        let n = refresh_mirror(&app).await;
-        tracing::debug!(
-            nodes = n,
-            "static mirror refreshed; next in {}s",
-            every.as_secs()
-        );
+        if *stop.borrow() {
+            return;
+        }
+        let handle: JoinHandle<Result<(), String>> = tokio::spawn(run(service.clone()));
+        let outcome = tokio::select! {
+            r = handle => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(("failed", e)),
+            Err(join) if join.is_panic() => Some(("panicked", panic_message(join))),
+            Err(join) => Some(("failed", join.to_string())),
+        };
+        let (result, wait) = match failure {
+            None => {
+                delay = backoff.first;
+                service.task_status(task, |s| {
+                    s.healthy = true;
+                    s.last_error = None;
+                });
+                ("ok", every)
+            }
+            Some((result, message)) => {
+                tracing::error!(
+                    task,
+                    "periodic task {result}: {message}; restarting in {:.1}s",
+                    delay.as_secs_f32()
+                );
+                service
+                    .metrics()
+                    .task_restarts
+                    .get_or_create(&TaskLabels { task })
+                    .inc();
+                service.task_status(task, |s| {
+                    s.healthy = false;
+                    s.restarts += 1;
+                    s.last_error = Some(message);
+                });
+                let wait = delay;
+                delay = (delay * 2).min(backoff.max);
+                (result, wait)
+            }
+        };
+        service
+            .metrics()
+            .task_runs
+            .get_or_create(&TaskRunLabels { task, result })
+            .inc();
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// Spawns every periodic task of this conductor; they stop when `stop` turns true.
+pub fn spawn(service: Arc<Service>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let every = mirror_refresh_interval(service.boot().url_lifetime());
+    vec![tokio::spawn(supervise(
+        service,
+        "mirror_refresh",
+        every,
+        Backoff::default(),
+        stop,
+        |service| {
+            Box::pin(async move {
+                let n = service.refresh_mirror().await.map_err(|e| e.to_string())?;
+                tracing::debug!(nodes = n, "static mirror refreshed");
+                Ok(())
+            })
+        },
+    ))]
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@
 
 pub mod boot;
 pub mod cli;
+pub mod clock;
+pub mod code;
 pub mod conductor;
 pub mod config;
 pub mod images;
@@ -36,6 +38,8 @@ pub mod ipxe;
 pub mod metrics;
 pub mod mirror;
 pub mod node;
+pub mod script;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod tempurl;

@@ -9,10 +9,16 @@
 //! | `ironboot_boot_prepares_total` | target, result (ok, failed) | `PUT …/boot` outcomes |
 //! | `ironboot_errors_total` | reason | errors, by stable error code |
 //! | `ironboot_mirror_writes_total` | result (ok, error) | static mirror files written |
+//! | `ironboot_task_runs_total` | task, result (ok, failed, panicked) | runs of periodic tasks |
+//! | `ironboot_task_restarts_total` | task | periodic tasks restarted by the supervisor after a failure |
+//! | `ironboot_http_requests_in_flight` | listener | requests being answered now |
+//! | `ironboot_connections_open` | listener | open client connections |
+//! | `ironboot_connections_refused_total` | listener | connections closed at once because the listener was at its limit |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -47,6 +53,22 @@ pub struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub task: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskRunLabels {
+    pub task: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -66,6 +88,11 @@ pub struct Metrics {
     pub prepares: Family<PrepareLabels, Counter>,
     pub errors: Family<ReasonLabels, Counter>,
     pub mirror_writes: Family<ResultLabels, Counter>,
+    pub in_flight: Family<ListenerLabels, Gauge>,
+    pub task_runs: Family<TaskRunLabels, Counter>,
+    pub task_restarts: Family<TaskLabels, Counter>,
+    pub connections_open: Family<ListenerLabels, Gauge>,
+    pub connections_refused: Family<ListenerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -87,6 +114,36 @@ impl Metrics {
         let prepares = Family::<PrepareLabels, Counter>::default();
         let errors = Family::<ReasonLabels, Counter>::default();
         let mirror_writes = Family::<ResultLabels, Counter>::default();
+        let task_runs = Family::<TaskRunLabels, Counter>::default();
+        let in_flight = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being answered now",
+            in_flight.clone(),
+        );
+        let task_restarts = Family::<TaskLabels, Counter>::default();
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "task_runs",
+            "Runs of periodic tasks, by result",
+            task_runs.clone(),
+        );
+        registry.register(
+            "task_restarts",
+            "Periodic tasks restarted by the supervisor after a failure or panic",
+            task_restarts.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Open client connections, by listener",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because the listener was at its connection limit",
+            connections_refused.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests answered",
@@ -127,6 +184,11 @@ impl Metrics {
             prepares,
             errors,
             mirror_writes,
+            in_flight,
+            task_runs,
+            task_restarts,
+            connections_open,
+            connections_refused,
         }
     }
 

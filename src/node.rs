@@ -185,20 +185,100 @@ pub struct InstanceInfo {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+/// Which image source resolved a reference; render asks that source for the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A Swift object; `location` is its unencoded path `/v1/<account>/<container>/<object>`.
+    Swift,
+    /// An http(s) URL passed to the node as it is; `location` is the URL.
+    Http,
+    /// Stored by ironboot 0.1 as a bare reference string: the source is found again at
+    /// render time from the reference alone.
+    Unresolved,
+}
+
+/// One image as `prepare` resolved and checked it: enough for render to build the URL
+/// without I/O.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "PreparedImageRepr")]
+pub struct PreparedImage {
+    /// The reference as the operator wrote it.
+    pub reference: String,
+    pub source: SourceKind,
+    /// Where the source found it (see [`SourceKind`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub location: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PreparedImageRepr {
+    Legacy(String),
+    Current {
+        reference: String,
+        source: SourceKind,
+        #[serde(default)]
+        location: String,
+    },
+}
+
+impl From<PreparedImageRepr> for PreparedImage {
+    fn from(r: PreparedImageRepr) -> Self {
+        match r {
+            PreparedImageRepr::Legacy(reference) => PreparedImage {
+                reference,
+                source: SourceKind::Unresolved,
+                location: String::new(),
+            },
+            PreparedImageRepr::Current {
+                reference,
+                source,
+                location,
+            } => PreparedImage {
+                reference,
+                source,
+                location,
+            },
+        }
+    }
+}
+
 /// What `prepare` checked and the boot path renders: the node's boot exactly as validated,
 /// so later edits of driver_info or instance_info take effect only at the next prepare.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedBoot {
     pub target: Target,
     pub boot_mode: BootMode,
-    /// Kernel and ramdisk references (absent for local boot).
+    /// Kernel and ramdisk (absent for local boot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<String>,
+    pub kernel: Option<PreparedImage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ramdisk: Option<String>,
+    pub ramdisk: Option<PreparedImage>,
     /// The kernel command line.
     #[serde(default)]
     pub kernel_args: String,
+}
+
+/// What the boot path needs to render a node's script: no MAC list, no documents. Built
+/// from a [`Node`] in one place ([`BootRecord::of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootRecord {
+    pub uuid: uuid::Uuid,
+    pub name: Option<String>,
+    pub target: Target,
+    pub prepared: Option<PreparedBoot>,
+}
+
+impl BootRecord {
+    pub fn of(node: &Node) -> BootRecord {
+        BootRecord {
+            uuid: node.uuid,
+            name: node.name.clone(),
+            target: node.target,
+            prepared: node.prepared.clone(),
+        }
+    }
 }
 
 /// A node as stored and returned by the API.
@@ -263,39 +343,14 @@ pub fn parse_macs(raw: &[String]) -> Result<Vec<Mac>, FieldError> {
     Ok(macs)
 }
 
-/// Checks a kernel command line.
+/// The longest kernel command line accepted (x86's `COMMAND_LINE_SIZE`).
+pub const MAX_KERNEL_ARGS: usize = 2048;
+
+/// Checks a kernel command line: it goes into the script's `kernel` line as it is, so it
+/// must pass [`crate::script::check_line`].
 pub fn validate_kernel_args(field: &str, args: &str) -> Result<(), FieldError> {
-    if args.contains(['\n', '\r']) {
-        return Err(FieldError::new(field, "must be a single line"));
-    }
-    if args.contains("${") {
-        return Err(FieldError::new(
-            field,
-            "must not contain ${: iPXE would expand it",
-        ));
-    }
-    if args.split_whitespace().any(|t| t.starts_with('#')) {
-        return Err(FieldError::new(
-            field,
-            "no word may start with #: iPXE would read the rest of the line as a comment",
-        ));
-    }
-    if args
-        .split_whitespace()
-        .any(|t| matches!(t, "||" | "&&" | ";"))
-    {
-        return Err(FieldError::new(
-            field,
-            "must not contain ||, && or ; as separate words: iPXE reads them as operators",
-        ));
-    }
-    if args.len() > 2048 {
-        return Err(FieldError::new(
-            field,
-            "is longer than the 2048-byte x86 kernel command line",
-        ));
-    }
-    Ok(())
+    crate::script::check_line(args, MAX_KERNEL_ARGS)
+        .map_err(|e| FieldError::new(field, e.to_string()))
 }
 
 #[cfg(test)]
@@ -373,7 +428,17 @@ mod tests {
     #[test]
     fn kernel_args_cannot_break_the_script() {
         assert!(validate_kernel_args("k", "nofb vga=normal console=ttyS0 a=b&c").is_ok());
-        for bad in ["a\nb", "x=${foo}", "a #comment", "a || b", "a ; b"] {
+        for bad in [
+            "a\nb",
+            "x=${foo}",
+            "a #comment",
+            "a || b",
+            "a ; b",
+            "a\u{0}b",
+            "a\u{7}",
+            "\u{1b}[0m",
+            "a\u{7f}",
+        ] {
             assert!(validate_kernel_args("k", bad).is_err(), "{bad}");
         }
     }
@@ -387,5 +452,30 @@ mod tests {
             "\"rescue\" is not one of none, deploy, instance, local"
         );
         assert_eq!(serde_json::to_string(&Target::Local).unwrap(), "\"local\"");
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_of_ironboot_0_1_still_load() {
+        let old: PreparedBoot = serde_json::from_str(
+            r#"{"target":"deploy","boot_mode":"bios","kernel":"swift://c/k","ramdisk":"http://h/r","kernel_args":"a"}"#,
+        )
+        .unwrap();
+        let k = old.kernel.unwrap();
+        assert_eq!(
+            (k.reference.as_str(), k.source),
+            ("swift://c/k", SourceKind::Unresolved)
+        );
+        let new = PreparedImage {
+            reference: "swift://c/k".into(),
+            source: SourceKind::Swift,
+            location: "/v1/AUTH_t/c/k".into(),
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<PreparedImage>(&text).unwrap(), new);
     }
 }

@@ -19,15 +19,20 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+// A panic while the index lock is held cannot leave the maps half-updated in a way that
+// matters (each update replaces whole entries), so a poisoned lock is used as it is rather
+// than failing every later boot request.
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
+use crate::clock::Clock;
+use crate::code::ErrorCode;
 use crate::config::DatabaseUrl;
-use crate::node::{BootMode, DriverInfo, InstanceInfo, Mac, Node, PreparedBoot, State, Target};
+use crate::node::{BootMode, BootRecord, DriverInfo, InstanceInfo, Mac, Node, State, Target};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -49,6 +54,30 @@ pub enum StoreError {
     Open(String),
     #[error("stored node {uuid} is corrupt: {detail}")]
     Corrupt { uuid: String, detail: String },
+}
+
+impl StoreError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::NotFound(_) => ErrorCode::NodeNotFound,
+            StoreError::DuplicateMac { .. } => ErrorCode::DuplicateMac,
+            StoreError::DuplicateName(_) => ErrorCode::DuplicateName,
+            StoreError::Conflict(_) => ErrorCode::ConcurrentUpdate,
+            StoreError::Database(_) | StoreError::Open(_) | StoreError::Migration(_) => {
+                ErrorCode::DatabaseUnavailable
+            }
+            StoreError::Corrupt { .. } => ErrorCode::CorruptRecord,
+        }
+    }
+
+    /// The database failed, not the request: the client gets a generic message and the
+    /// cause is logged.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(_) | StoreError::Open(_) | StoreError::Migration(_)
+        )
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -83,21 +112,14 @@ pub struct NodeFilter {
     pub name: Option<String>,
 }
 
-/// What the boot path needs to render a node's script: no MAC list, no documents.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootRecord {
-    pub uuid: Uuid,
-    pub name: Option<String>,
-    pub target: Target,
-    pub prepared: Option<PreparedBoot>,
-}
-
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
     /// SQLite only: the boot path's index of committed state.
     index: Option<Arc<BootIndex>>,
+    /// Stamps created_at and updated_at.
+    clock: Arc<dyn Clock>,
 }
 
 #[derive(Default)]
@@ -117,13 +139,8 @@ struct BootIndex {
 
 impl BootIndex {
     fn put(&self, node: &Node) {
-        let record = Arc::new(BootRecord {
-            uuid: node.uuid,
-            name: node.name.clone(),
-            target: node.target,
-            prepared: node.prepared.clone(),
-        });
-        let mut maps = self.maps.write().expect("index lock is not poisoned");
+        let record = Arc::new(BootRecord::of(node));
+        let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
         for old in maps.macs_of.remove(&node.uuid).unwrap_or_default() {
             maps.by_mac.remove(&old);
         }
@@ -134,7 +151,7 @@ impl BootIndex {
     }
 
     fn remove(&self, uuid: Uuid) {
-        let mut maps = self.maps.write().expect("index lock is not poisoned");
+        let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
         for old in maps.macs_of.remove(&uuid).unwrap_or_default() {
             maps.by_mac.remove(&old);
         }
@@ -143,7 +160,7 @@ impl BootIndex {
     fn get(&self, mac: &Mac) -> Option<Arc<BootRecord>> {
         self.maps
             .read()
-            .expect("index lock is not poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .by_mac
             .get(mac)
             .cloned()
@@ -182,13 +199,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Unix milliseconds → RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -217,7 +227,11 @@ fn sqlite_url(path: &std::path::Path) -> String {
 
 impl Store {
     /// Opens (creating it for SQLite) and migrates the database.
-    pub async fn open(db: &DatabaseUrl, max_connections: u32) -> Result<Store, StoreError> {
+    pub async fn open(
+        db: &DatabaseUrl,
+        max_connections: u32,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (url, backend) = match db {
             DatabaseUrl::Sqlite(path) => {
@@ -283,6 +297,7 @@ impl Store {
                     pool: pool.clone(),
                     backend,
                     index: None,
+                    clock: clock.clone(),
                 };
                 for node in store.list_nodes(&NodeFilter::default()).await? {
                     index.put(&node);
@@ -295,6 +310,7 @@ impl Store {
             pool,
             backend,
             index,
+            clock,
         })
     }
 
@@ -321,7 +337,7 @@ impl Store {
     /// Creates a node. Duplicate MACs and names are reported with the node that has them.
     pub async fn create_node(&self, new: NewNode) -> Result<Node, StoreError> {
         let uuid = Uuid::new_v4();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let _writing = self.write_guard().await;
         let mut tx = self.write_tx().await?;
         check_unique(&mut tx, uuid, new.name.as_deref(), &new.macs).await?;
@@ -442,7 +458,7 @@ impl Store {
         .bind(node.state.as_str())
         .bind(node.last_error.clone())
         .bind(node.prepared.as_ref().map(to_json))
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(node.uuid.to_string())
         .bind(node.version)
         .execute(&mut *tx)
@@ -505,7 +521,7 @@ impl Store {
     }
 
     /// Checks that the database answers (for `/healthz`).
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub async fn health(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
         Ok(())
     }
@@ -535,17 +551,7 @@ impl Store {
         Ok(nodes
             .into_iter()
             .filter(|n| n.target != Target::None)
-            .map(|n| {
-                (
-                    BootRecord {
-                        uuid: n.uuid,
-                        name: n.name,
-                        target: n.target,
-                        prepared: n.prepared,
-                    },
-                    n.macs,
-                )
-            })
+            .map(|n| (BootRecord::of(&n), n.macs))
             .collect())
     }
 }

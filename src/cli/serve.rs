@@ -1,15 +1,19 @@
-//! `ironboot serve`: load and validate everything, open the database, bind both listeners,
+//! `ironboot serve`, the composition root: load and validate everything, build the
+//! service, bind both listeners, spawn the conductor's periodic tasks next to the servers,
 //! then serve until SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Cli, CliError};
 use crate::boot::BootService;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, ConfigErrors, Settings};
-use crate::metrics::Metrics;
+use crate::ipxe::Templates;
 use crate::mirror::Mirror;
 use crate::server::{self, App};
+use crate::service::{Limits, Service};
 use crate::store::Store;
 
 fn config_error(option: &str, message: impl Into<String>) -> CliError {
@@ -25,7 +29,7 @@ fn read_template(option: &str, path: Option<&std::path::Path>) -> Result<Option<
 }
 
 /// `[ipxe] fallback_script` is served by ironboot when it is a plain file name.
-fn fallback_route(settings: &Settings) -> Option<(String, std::path::PathBuf)> {
+fn fallback_file(settings: &Settings) -> Option<(String, std::path::PathBuf)> {
     let name = settings.options.ipxe.fallback_script.as_deref()?;
     let plain =
         !name.contains("://") && !name.contains('/') && !name.starts_with('.') && !name.is_empty();
@@ -37,56 +41,57 @@ fn fallback_route(settings: &Settings) -> Option<(String, std::path::PathBuf)> {
     })
 }
 
-/// Everything `serve` does before it binds a port; also used by tests.
-pub async fn build_app(settings: &Settings) -> Result<Arc<App>, CliError> {
+/// Everything `serve` builds before it binds a port: the store, the boot service, the
+/// mirror and the service that owns them. Also used by tests and the benchmark seeder.
+pub async fn build_service(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<Service>, CliError> {
     let o = &settings.options;
     let boot_script = read_template("pxe.ipxe_boot_script", o.pxe.ipxe_boot_script.as_deref())?;
     let node_template = read_template(
         "pxe.ipxe_config_template",
         o.pxe.ipxe_config_template.as_deref(),
     )?;
-    let boot = BootService::new(settings, boot_script, node_template).map_err(|e| {
-        let option =
-            match &e {
-                crate::boot::BootError::Render(crate::ipxe::IpxeError::Template {
-                    name, ..
-                }) if name == "boot.ipxe" => "pxe.ipxe_boot_script",
-                crate::boot::BootError::Render(crate::ipxe::IpxeError::Template { .. }) => {
-                    "pxe.ipxe_config_template"
-                }
-                crate::boot::BootError::Render(crate::ipxe::IpxeError::UnsafeUrl { .. }) => {
-                    "ipxe.fallback_script"
-                }
-                _ => "pxe.kernel_append_params",
-            };
-        config_error(option, e.to_string())
-    })?;
+    let templates = Templates::new(boot_script, node_template)
+        .map_err(|e| config_error("pxe.ipxe_config_template", e.to_string()))?;
+    let boot = BootService::new(settings, templates)
+        .map_err(|e| config_error("pxe.kernel_append_params", e.to_string()))?;
     let mirror = Mirror::new(&o.deploy.http_root);
     let root = mirror.root().to_path_buf();
     tokio::task::spawn_blocking(move || std::fs::create_dir_all(&root))
         .await
-        .expect("no panic")
+        .map_err(|e| CliError::Runtime(e.to_string()))?
         .map_err(|e| {
             CliError::Runtime(format!(
                 "cannot create deploy.http_root {}: {e}",
                 o.deploy.http_root.display()
             ))
         })?;
-    let store = Store::open(&settings.database, o.database.max_pool_size)
+    let store = Store::open(&settings.database, o.database.max_pool_size, clock.clone())
         .await
         .map_err(|e| {
             CliError::Runtime(format!("database {}: {e}", settings.database.redacted()))
         })?;
-    let (fallback_route, fallback_file) = fallback_route(settings).unzip();
-    Ok(Arc::new(App {
+    Ok(Arc::new(Service::new(
         store,
         boot,
         mirror,
-        metrics: Metrics::new(),
+        clock,
+        fallback_file(settings).map(|(_, path)| path),
+        Limits::default(),
+    )))
+}
+
+/// The listeners' shared state around the service.
+pub fn app(settings: &Settings, service: Arc<Service>) -> Arc<App> {
+    Arc::new(App {
+        service,
         api_token: settings.api_token.clone(),
-        fallback_route,
-        fallback_file,
-    }))
+        fallback_route: fallback_file(settings).map(|(route, _)| route),
+        request_timeout: Duration::from_secs(60),
+        max_body_size: 1024 * 1024,
+    })
 }
 
 /// Pending connections the kernel queues for each listener (capped by
@@ -135,7 +140,8 @@ pub(super) fn run(cli: &Cli, err: &mut dyn std::io::Write) -> Result<(), CliErro
         .build()
         .map_err(CliError::Io)?;
     runtime.block_on(async {
-        let app = build_app(&settings).await?;
+        let service = build_service(&settings, Arc::new(SystemClock)).await?;
+        let app = app(&settings, service.clone());
         let o = &settings.options;
         let api = bind(SocketAddr::new(o.api.host_ip, o.api.port), "api").await?;
         let boot = bind(SocketAddr::new(o.httpboot.host_ip, o.httpboot.port), "httpboot").await?;
@@ -152,9 +158,14 @@ pub(super) fn run(cli: &Cli, err: &mut dyn std::io::Write) -> Result<(), CliErro
         if let Some(swift) = &settings.swift {
             tracing::info!(endpoint = %swift.public_endpoint, internal = %swift.internal_endpoint, account = %swift.account, digest = %swift.digest, duration = swift.duration, "Swift TempURLs");
         }
-        let store = app.store.clone();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = crate::conductor::spawn(service.clone(), stop_rx);
         let result = server::run(api, boot, app, shutdown_signal()).await;
-        store.close().await;
+        let _ = stop_tx.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        service.close().await;
         tracing::info!("stopped");
         result.map_err(|e| CliError::Runtime(format!("server failed: {e}")))
     })

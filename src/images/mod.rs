@@ -4,16 +4,26 @@
 //!
 //! | form | meaning |
 //! |---|---|
-//! | `swift://CONTAINER/OBJECT` | an object in `[glance] swift_account`; nodes get a TempURL signed when they ask. The object part is taken as it is (no percent-decoding) and may contain `/`. |
+//! | `swift://CONTAINER/OBJECT` | an object in `[glance] swift_account`; nodes get a TempURL signed when they ask. The object part is taken as it is (no percent-decoding) and may contain `/`, but no `.` or `..` segment. |
 //! | `http://…`, `https://…` | passed to the node unchanged. |
-//! | `glance://UUID` or a bare UUID | a Glance image; not supported yet (cache mode). |
+//! | `glance://UUID` or a bare UUID | a Glance image; not supported yet. |
 //! | `file:///path` | a local file; not supported yet (cache mode). |
 //!
-//! Parsing is pure; [`swift`] is the client for the conductor's own Swift requests.
+//! Each kind of source implements [`ImageSource`]: an async `check` that `prepare` calls
+//! (it may do I/O) and that returns a [`PreparedImage`], and a pure `url` that render calls
+//! with that snapshot (no I/O). [`Sources`] holds the sources of the running mode and is
+//! the only code that picks a source for a reference; nothing outside this module matches
+//! on the kind of a reference.
 
+pub mod http;
 pub mod swift;
 
-use crate::node::FieldError;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::code::ErrorCode;
+use crate::node::{FieldError, PreparedImage, SourceKind};
+use swift::SwiftError;
 
 /// A parsed image reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,13 +54,21 @@ impl ImageRef {
                     "{text:?} needs both a container and an object: swift://CONTAINER/OBJECT"
                 )));
             }
-            if object.contains(['\n', '\r', '\0'])
+            if object.chars().any(char::is_control)
                 || container
                     .chars()
                     .any(|c| c.is_whitespace() || c.is_control())
             {
                 return Err(err(format!(
                     "{text:?} contains control characters or a container with spaces"
+                )));
+            }
+            if object.split('/').any(|seg| seg == "." || seg == "..") {
+                // HTTP clients remove dot segments before sending, so Swift would see
+                // another path than the one signed.
+                return Err(err(format!(
+                    "{text:?} has a . or .. path segment, which HTTP clients remove before the \
+                     request reaches Swift; name the object without it"
                 )));
             }
             return Ok(ImageRef::Swift {
@@ -88,30 +106,168 @@ impl ImageRef {
     }
 }
 
-/// An http(s) URL that can go into an iPXE script as it is: a host, no whitespace, no
-/// `${`, no fragment.
+/// An http(s) URL that can go into an iPXE script as it is: a host, script-safe
+/// ([`crate::script::check_word`]), and no fragment.
 pub fn check_http_url(url: &str) -> Result<(), String> {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
     let host = rest.split(['/', '?']).next().unwrap_or_default();
     if host.is_empty() {
         return Err(format!("{url:?} has no host"));
     }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "{url:?} contains whitespace; percent-encode it (%20)"
-        ));
-    }
-    if url.contains("${") {
-        return Err(format!(
-            "{url:?} contains ${{, which iPXE would expand; percent-encode the $ (%24)"
-        ));
-    }
+    crate::script::check_word(url).map_err(|e| format!("{url:?} {e}"))?;
     if url.contains('#') {
         return Err(format!(
             "{url:?} has a fragment (#); iPXE drops it and a server never sees it"
         ));
     }
     Ok(())
+}
+
+/// Why an image could not be checked or its URL built. Messages name the field and the
+/// object, never a signature.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A malformed reference.
+    #[error("{0}")]
+    Invalid(FieldError),
+    /// A kind of reference that no source of this mode serves.
+    #[error("{field}: {message}")]
+    Unsupported { field: String, message: String },
+    /// Swift said no, or could not be reached.
+    #[error("{field}: {source}")]
+    Swift { field: String, source: SwiftError },
+}
+
+impl ImageError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ImageError::Invalid(_) => ErrorCode::InvalidImageRef,
+            ImageError::Unsupported { .. } => ErrorCode::UnsupportedImageRef,
+            ImageError::Swift { source, .. } => source.code(),
+        }
+    }
+
+    pub fn field(&self) -> &str {
+        match self {
+            ImageError::Invalid(f) => &f.field,
+            ImageError::Unsupported { field, .. } | ImageError::Swift { field, .. } => field,
+        }
+    }
+}
+
+/// The future an [`ImageSource`]'s check returns.
+pub type CheckFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<PreparedImage, ImageError>> + Send + 'a>>;
+
+/// One kind of image source.
+pub trait ImageSource: Send + Sync + std::fmt::Debug {
+    /// The kind it records in the snapshots it makes.
+    fn kind(&self) -> SourceKind;
+
+    /// Whether this source serves the reference.
+    fn accepts(&self, image: &ImageRef) -> bool;
+
+    /// Checks, for `prepare`, that the image can be served (may do I/O), and returns what
+    /// render needs. `field` names the reference in errors; `now` is Unix seconds.
+    fn check<'a>(
+        &'a self,
+        field: &'a str,
+        text: &'a str,
+        image: &'a ImageRef,
+        now: i64,
+    ) -> CheckFuture<'a>;
+
+    /// Where the image is, from the reference alone, without I/O (used by `check`, and
+    /// by render for snapshots of ironboot 0.1 that stored only the reference).
+    fn locate(&self, field: &str, image: &ImageRef) -> Result<String, ImageError>;
+
+    /// Appends the URL a node fetches the image from, valid until `expires` (Unix
+    /// seconds), to `out`. Pure: no I/O, no clock. Returns whether it signed a TempURL.
+    fn url(
+        &self,
+        field: &str,
+        location: &str,
+        expires: i64,
+        out: &mut String,
+    ) -> Result<bool, ImageError>;
+}
+
+/// The image sources of this mode.
+#[derive(Debug, Default)]
+pub struct Sources {
+    sources: Vec<Box<dyn ImageSource>>,
+    /// Says what to use instead when no source accepts a reference.
+    hint: String,
+}
+
+impl Sources {
+    /// `hint` completes the message for a reference no source accepts.
+    pub fn new(sources: Vec<Box<dyn ImageSource>>, hint: impl Into<String>) -> Sources {
+        Sources {
+            sources,
+            hint: hint.into(),
+        }
+    }
+
+    fn for_ref(&self, field: &str, image: &ImageRef) -> Result<&dyn ImageSource, ImageError> {
+        self.sources
+            .iter()
+            .find(|s| s.accepts(image))
+            .map(|s| s.as_ref())
+            .ok_or_else(|| ImageError::Unsupported {
+                field: field.into(),
+                message: format!(
+                    "{} references are not supported in this mode; {}",
+                    image.scheme(),
+                    self.hint
+                ),
+            })
+    }
+
+    fn of_kind(&self, field: &str, kind: SourceKind) -> Result<&dyn ImageSource, ImageError> {
+        self.sources
+            .iter()
+            .find(|s| s.kind() == kind)
+            .map(|s| s.as_ref())
+            .ok_or_else(|| ImageError::Unsupported {
+                field: field.into(),
+                message: format!(
+                    "the node was prepared for a {kind:?} source that this mode does not have; prepare it again"
+                ),
+            })
+    }
+
+    /// Parses and checks a reference (`prepare`).
+    pub async fn check(
+        &self,
+        field: &str,
+        text: &str,
+        now: i64,
+    ) -> Result<PreparedImage, ImageError> {
+        let image = ImageRef::parse(field, text).map_err(ImageError::Invalid)?;
+        self.for_ref(field, &image)?
+            .check(field, text, &image, now)
+            .await
+    }
+
+    /// Appends the URL of a prepared image to `out` (render). Pure. Returns whether a
+    /// TempURL was signed.
+    pub fn url(
+        &self,
+        field: &str,
+        image: &PreparedImage,
+        expires: i64,
+        out: &mut String,
+    ) -> Result<bool, ImageError> {
+        if image.source == SourceKind::Unresolved {
+            let parsed = ImageRef::parse(field, &image.reference).map_err(ImageError::Invalid)?;
+            let source = self.for_ref(field, &parsed)?;
+            let location = source.locate(field, &parsed)?;
+            return source.url(field, &location, expires, out);
+        }
+        self.of_kind(field, image.source)?
+            .url(field, &image.location, expires, out)
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +284,10 @@ mod tests {
             }
         );
         for bad in [
+            "swift://images/../images/k",
+            "swift://images/a/./k",
+            "swift://images/..",
+            "swift://images/k\u{0}",
             "swift://images",
             "swift://images/",
             "swift:///obj",

@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
+use super::{CheckFuture, ImageError, ImageRef, ImageSource};
+use crate::code::ErrorCode;
 use crate::config::SwiftSettings;
+use crate::node::{PreparedImage, SourceKind};
 use crate::tempurl::{Method, Request, Signer};
 
 /// What Swift said about an object.
@@ -31,6 +34,17 @@ pub enum SwiftError {
     Refused { path: String, digest: String },
     #[error("Swift answered {status} for {path}")]
     Status { path: String, status: u16 },
+}
+
+impl SwiftError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SwiftError::Unreachable { .. } => ErrorCode::SwiftUnreachable,
+            SwiftError::NotFound { .. } => ErrorCode::ImageNotFound,
+            SwiftError::Refused { .. } => ErrorCode::SwiftRefusedTempurl,
+            SwiftError::Status { .. } => ErrorCode::SwiftError,
+        }
+    }
 }
 
 /// A Swift client bound to the internal endpoint and the signing key.
@@ -133,5 +147,90 @@ fn describe(e: &reqwest::Error) -> String {
         kind.to_string()
     } else {
         format!("{kind}: {detail}")
+    }
+}
+
+/// `swift://CONTAINER/OBJECT` references in `[glance] swift_account`: prepare HEADs the
+/// object through a fresh TempURL on the internal endpoint; render signs a GET TempURL on
+/// the node-facing endpoint.
+#[derive(Debug)]
+pub struct SwiftSource {
+    settings: SwiftSettings,
+    signer: Signer,
+    client: SwiftClient,
+}
+
+impl SwiftSource {
+    pub fn new(settings: SwiftSettings, timeout: Duration) -> SwiftSource {
+        SwiftSource {
+            signer: Signer::new(settings.key.expose().as_bytes(), settings.digest),
+            client: SwiftClient::new(settings.clone(), timeout),
+            settings,
+        }
+    }
+}
+
+impl ImageSource for SwiftSource {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Swift
+    }
+
+    fn accepts(&self, image: &ImageRef) -> bool {
+        matches!(image, ImageRef::Swift { .. })
+    }
+
+    fn check<'a>(
+        &'a self,
+        field: &'a str,
+        text: &'a str,
+        image: &'a ImageRef,
+        now: i64,
+    ) -> CheckFuture<'a> {
+        Box::pin(async move {
+            let path = self.locate(field, image)?;
+            self.client
+                .head(&path, now)
+                .await
+                .map_err(|source| ImageError::Swift {
+                    field: field.into(),
+                    source,
+                })?;
+            Ok(PreparedImage {
+                reference: text.to_string(),
+                source: SourceKind::Swift,
+                location: path,
+            })
+        })
+    }
+
+    fn locate(&self, field: &str, image: &ImageRef) -> Result<String, ImageError> {
+        match image {
+            ImageRef::Swift { container, object } => {
+                Ok(SwiftClient::object_path(&self.settings, container, object))
+            }
+            other => Err(ImageError::Unsupported {
+                field: field.into(),
+                message: format!("{} is not a swift:// reference", other.scheme()),
+            }),
+        }
+    }
+
+    fn url(
+        &self,
+        field: &str,
+        location: &str,
+        expires: i64,
+        out: &mut String,
+    ) -> Result<bool, ImageError> {
+        self.signer
+            .write_get_url(
+                out,
+                &self.settings.public_endpoint,
+                location,
+                expires,
+                self.settings.ip_range.as_deref(),
+            )
+            .map_err(|e| ImageError::Invalid(crate::node::FieldError::new(field, e.to_string())))?;
+        Ok(true)
     }
 }

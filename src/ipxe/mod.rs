@@ -16,7 +16,8 @@
 //! * operators are whole-word `||`, never Ironic's single `|`.
 //!
 //! URLs are written as they are: iPXE has no quoting, and `&` is only an operator as a
-//! separate word. Every URL is checked by [`check_url`] first.
+//! separate word. Every variable that reaches a script is checked first by the rules in
+//! [`crate::script`].
 //!
 //! This module does no I/O: callers pass template sources and finished URLs.
 
@@ -35,37 +36,32 @@ const NODE: &str = "node.ipxe";
 pub enum IpxeError {
     #[error("template {name}: {detail}")]
     Template { name: String, detail: String },
-    #[error("{field}: URL {url:?} cannot go into an iPXE script: {reason}")]
-    UnsafeUrl {
+    #[error("{field}: {value:?} cannot go into an iPXE script: it {reason}")]
+    Unsafe {
         field: String,
-        url: String,
-        reason: String,
+        value: String,
+        reason: crate::script::Unsafe,
     },
 }
 
-/// Checks a URL before it goes into a script: iPXE splits words on whitespace, expands
-/// `${…}` and treats a word starting with `#` as a comment, and has no quoting.
+/// Checks a URL or another single word before it goes into a script (see
+/// [`crate::script`], the one place with the rules).
 pub fn check_url(field: &str, url: &str) -> Result<(), IpxeError> {
-    let fail = |reason: &str| {
-        Err(IpxeError::UnsafeUrl {
+    crate::script::check_word(url).map_err(|reason| IpxeError::Unsafe {
+        field: field.into(),
+        value: url.into(),
+        reason,
+    })
+}
+
+fn check_line(field: &str, text: &str) -> Result<(), IpxeError> {
+    crate::script::check_line(text, crate::node::MAX_KERNEL_ARGS).map_err(|reason| {
+        IpxeError::Unsafe {
             field: field.into(),
-            url: url.into(),
-            reason: reason.into(),
-        })
-    };
-    if url.is_empty() {
-        return fail("it is empty");
-    }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return fail("it contains whitespace or control characters");
-    }
-    if url.contains("${") {
-        return fail("it contains ${, which iPXE would expand");
-    }
-    if url.starts_with('#') {
-        return fail("it starts with #, which iPXE reads as a comment");
-    }
-    Ok(())
+            value: text.into(),
+            reason,
+        }
+    })
 }
 
 /// Seconds to sleep after each failed attempt (one entry per attempt but the last). The
@@ -196,13 +192,21 @@ impl Templates {
         self.render(BOOT, ctx)
     }
 
-    /// Renders a node script after checking its URLs.
+    /// Renders a node script after checking every variable that comes from a node, an
+    /// image or the configuration. (`bootif` and the numbers are ironboot's own.)
     pub fn node(&self, ctx: &NodeContext) -> Result<String, IpxeError> {
         for (field, image) in [("kernel", &ctx.kernel), ("initrd", &ctx.initrd)] {
             if let Some(image) = image {
                 check_url(field, &image.url)?;
+                check_url(field, &image.name)?;
             }
         }
+        if let Some(name) = &ctx.node.name {
+            check_url("name", name)?;
+        }
+        check_url("node.uuid", &ctx.node.uuid)?;
+        check_url("mac", &ctx.mac)?;
+        check_line("kernel_args", &ctx.kernel_args)?;
         self.render(NODE, ctx)
     }
 

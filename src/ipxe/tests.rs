@@ -144,7 +144,7 @@ fn unsafe_urls_are_refused_before_rendering() {
         c.initrd.as_mut().unwrap().url = url.into();
         let err = t.node(&c).unwrap_err();
         assert!(
-            matches!(&err, IpxeError::UnsafeUrl { field, .. } if field == "initrd"),
+            matches!(&err, IpxeError::Unsafe { field, .. } if field == "initrd"),
             "{err}"
         );
         assert!(err.to_string().contains(why), "{url:?}: {err}");

@@ -7,6 +7,9 @@
 //!   script moves on to the next NIC. `aa-bb-…`, `01-aa-bb-…` and `aa:bb:…` are accepted.
 //! * `GET /{fallback}`: `[ipxe] fallback_script`, when it is a file name, read from
 //!   `[deploy] http_root`.
+//!
+//! Errors are short texts for iPXE; their code and detail go to the error report like the
+//! API's.
 
 use std::sync::Arc;
 
@@ -15,7 +18,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::App;
+use super::error::{ErrorReport, status_of};
 use crate::node::Mac;
+use crate::service::{NodeScript, ServiceError};
 
 fn script(body: String) -> Response {
     (
@@ -28,15 +33,7 @@ fn script(body: String) -> Response {
         .into_response()
 }
 
-/// A boot-path failure: counted by reason, logged by the caller, a short text for iPXE.
-fn failure(app: &App, reason: &'static str, status: StatusCode, body: &'static str) -> Response {
-    app.metrics.error(reason);
-    app.metrics.render("node", "error");
-    (status, body).into_response()
-}
-
-fn not_found(app: &App, why: &'static str) -> Response {
-    app.metrics.render("node", "not_found");
+fn not_found(why: &'static str) -> Response {
     tracing::debug!("per-MAC script not served: {why}");
     (
         StatusCode::NOT_FOUND,
@@ -46,9 +43,24 @@ fn not_found(app: &App, why: &'static str) -> Response {
         .into_response()
 }
 
+/// A boot-path failure: a short text for iPXE; the report carries the code and detail.
+fn failure(e: ServiceError) -> Response {
+    let code = e.code();
+    let mut response = (
+        status_of(code),
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{}\n", e.client_message()),
+    )
+        .into_response();
+    response.extensions_mut().insert(ErrorReport {
+        code,
+        detail: Some(e.detail().unwrap_or_else(|| e.to_string())),
+    });
+    response
+}
+
 pub(super) async fn master(State(app): State<Arc<App>>) -> Response {
-    app.metrics.render("master", "ok");
-    script(app.boot.master_script().to_string())
+    script(app.service.master_script().to_string())
 }
 
 /// `52-54-00-12-34-56`, `01-52-54-00-12-34-56` (PXE's hardware-type prefix) or colons.
@@ -63,59 +75,21 @@ fn parse_config_name(name: &str) -> Option<Mac> {
 
 pub(super) async fn node_script(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
     let Some(mac) = parse_config_name(&name) else {
-        return not_found(&app, "not a MAC address");
+        app.service.metrics().render("node", "not_found");
+        return not_found("not a MAC address");
     };
-    let record = match app.store.boot_record(&mac).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return not_found(&app, "no node has this MAC"),
-        Err(e) => {
-            tracing::error!(%mac, "boot record lookup failed: {e}");
-            return failure(
-                &app,
-                "database_unavailable",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database unavailable
-",
-            );
-        }
-    };
-    match app
-        .boot
-        .render(&record, &mac, &mac.hexhyp(), super::unix_now())
-    {
-        Ok(Some(rendered)) => {
-            app.metrics.tempurls.inc_by(u64::from(rendered.tempurls));
-            app.metrics.render("node", "ok");
-            script(rendered.script)
-        }
-        Ok(None) => not_found(&app, "the node has no boot target"),
-        Err(e) => {
-            tracing::error!(node = %record.uuid, %mac, "rendering failed: {e}");
-            failure(
-                &app,
-                "render_failed",
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot render the script
-",
-            )
-        }
+    match app.service.node_script(&mac).await {
+        Ok(NodeScript::Script(rendered)) => script(rendered.script),
+        Ok(NodeScript::UnknownMac) => not_found("no node has this MAC"),
+        Ok(NodeScript::NoTarget) => not_found("the node has no boot target"),
+        Err(e) => failure(e),
     }
 }
 
 pub(super) async fn fallback_file(State(app): State<Arc<App>>) -> Response {
-    let Some(path) = app.fallback_file.as_ref() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    match tokio::fs::read_to_string(path).await {
-        Ok(text) => {
-            app.metrics.render("fallback", "ok");
-            script(text)
-        }
-        Err(e) => {
-            tracing::warn!("fallback script {} unreadable: {e}", path.display());
-            app.metrics.error("fallback_missing");
-            (StatusCode::NOT_FOUND, "fallback script missing\n").into_response()
-        }
+    match app.service.fallback_script().await {
+        Ok(text) => script(text),
+        Err(e) => failure(e),
     }
 }
 

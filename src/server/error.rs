@@ -1,6 +1,8 @@
-//! The HTTP edge of every error: a status, a stable machine-readable code, a message for the
-//! client (never a secret), and the field it is about. The log message is separate and may
-//! say more.
+//! The HTTP edge of every error: a status chosen from the stable code alone, the code, a
+//! message for the client (never a secret, never internal detail) and the field it is
+//! about. The internal detail travels in a response extension to one middleware
+//! ([`super::report_errors`]), which counts every error and logs the detail once, with the
+//! route.
 //!
 //! Body: `{"error": {"code": "duplicate_mac", "message": "...", "field": "macs[0]"}}`.
 
@@ -9,27 +11,52 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::boot::BootError;
-use crate::images::swift::SwiftError;
+use crate::code::ErrorCode;
 use crate::node::FieldError;
-use crate::store::StoreError;
+use crate::service::ServiceError;
 
+/// The HTTP status of each code. The only place that decides it.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    use ErrorCode::*;
+    match code {
+        InvalidBody | InvalidField | InvalidMac | InvalidQuery | ReadOnlyField | MissingImage
+        | InvalidImageRef | UnsupportedImageRef | ImageNotFound => StatusCode::BAD_REQUEST,
+        BodyTooLarge | DocumentTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Unauthorized => StatusCode::UNAUTHORIZED,
+        NotFound | NodeNotFound | FallbackMissing => StatusCode::NOT_FOUND,
+        DuplicateMac | DuplicateName | ConcurrentUpdate | NoBootTarget | NoMacs => {
+            StatusCode::CONFLICT
+        }
+        SwiftRefusedTempurl | SwiftUnreachable | SwiftError => StatusCode::BAD_GATEWAY,
+        RequestTimeout | DatabaseUnavailable | DatabaseGone => StatusCode::SERVICE_UNAVAILABLE,
+        RenderFailed | CorruptRecord => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error response of the API.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    /// Stable; clients and the `ironboot_errors_total` metric use it.
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
+    /// Logged, never sent.
+    pub detail: Option<String>,
+}
+
+/// Attached to every error response: what [`super::report_errors`] counts and logs.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorReport {
+    pub code: ErrorCode,
+    pub detail: Option<String>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status,
             code,
             message: message.into(),
             field: None,
+            detail: None,
         }
     }
 
@@ -38,107 +65,42 @@ impl ApiError {
         self
     }
 
-    pub fn invalid_field(e: FieldError) -> ApiError {
-        let code = if e.field.starts_with("macs") {
-            "invalid_mac"
-        } else {
-            "invalid_field"
-        };
-        ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string()).field(e.field)
+    pub fn status(&self) -> StatusCode {
+        status_of(self.code)
     }
 }
 
-/// The code of an error response, attached to it for the error metric.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ErrorCode(pub &'static str);
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"code": self.code, "message": self.message});
+        let mut body = json!({"code": self.code.as_str(), "message": self.message});
         if let Some(f) = &self.field {
             body["field"] = json!(f);
         }
-        let mut response = (self.status, Json(json!({ "error": body }))).into_response();
-        response.extensions_mut().insert(ErrorCode(self.code));
+        let mut response = (self.status(), Json(json!({ "error": body }))).into_response();
+        response.extensions_mut().insert(ErrorReport {
+            code: self.code,
+            detail: self.detail,
+        });
         response
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        ApiError {
+            code: e.code(),
+            message: e.client_message(),
+            field: e.field().map(str::to_string),
+            detail: e
+                .detail()
+                .or_else(|| e.is_internal().then(|| e.to_string())),
+        }
     }
 }
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
-        ApiError::invalid_field(e)
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match &e {
-            StoreError::NotFound(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "node_not_found", e.to_string())
-            }
-            StoreError::DuplicateMac { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "duplicate_mac", e.to_string()).field("macs")
-            }
-            StoreError::DuplicateName(_) => {
-                ApiError::new(StatusCode::CONFLICT, "duplicate_name", e.to_string()).field("name")
-            }
-            StoreError::Conflict(_) => {
-                ApiError::new(StatusCode::CONFLICT, "concurrent_update", e.to_string())
-            }
-            StoreError::Database(_) | StoreError::Open(_) | StoreError::Migration(_) => {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "the database is unavailable; retry later",
-                )
-            }
-            StoreError::Corrupt { .. } => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "corrupt_record",
-                e.to_string(),
-            ),
-        }
-    }
-}
-
-impl From<BootError> for ApiError {
-    fn from(e: BootError) -> Self {
-        match e {
-            BootError::Field(f) => {
-                let code = if f.message.starts_with("is required") {
-                    "missing_image"
-                } else if f.message.contains("scheme") {
-                    "invalid_image_ref"
-                } else {
-                    "invalid_field"
-                };
-                ApiError::new(StatusCode::BAD_REQUEST, code, f.to_string()).field(f.field)
-            }
-            BootError::Unsupported { field, message } => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unsupported_image_ref",
-                format!("{field}: {message}"),
-            )
-            .field(field),
-            BootError::Swift { field, source } => {
-                let (status, code) = match &source {
-                    SwiftError::NotFound { .. } => (StatusCode::BAD_REQUEST, "image_not_found"),
-                    SwiftError::Refused { .. } => {
-                        (StatusCode::BAD_GATEWAY, "swift_refused_tempurl")
-                    }
-                    SwiftError::Unreachable { .. } => {
-                        (StatusCode::BAD_GATEWAY, "swift_unreachable")
-                    }
-                    SwiftError::Status { .. } => (StatusCode::BAD_GATEWAY, "swift_error"),
-                };
-                ApiError::new(status, code, format!("{field}: {source}")).field(field)
-            }
-            BootError::Render(r) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "render_failed",
-                r.to_string(),
-            ),
-        }
+        ServiceError::from(e).into()
     }
 }
 
@@ -148,25 +110,47 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let status = StatusCode::BAD_REQUEST;
         if inner.is_syntax() || inner.is_eof() {
             ApiError::new(
-                status,
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 format!("the body is not valid JSON: {inner}"),
             )
         } else if path == "." {
-            ApiError::new(status, "invalid_body", format!("invalid body: {inner}"))
+            ApiError::new(ErrorCode::InvalidBody, format!("invalid body: {inner}"))
         } else {
-            ApiError::new(status, "invalid_field", format!("{path}: {inner}")).field(path)
+            ApiError::new(ErrorCode::InvalidField, format!("{path}: {inner}")).field(path)
         }
     })?;
     de.end().map_err(|e| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("the body is not valid JSON: {e}"),
         )
     })?;
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_client_or_server_error_status() {
+        for code in ErrorCode::ALL {
+            let s = status_of(*code);
+            assert!(s.is_client_error() || s.is_server_error(), "{code}: {s}");
+        }
+    }
+
+    #[test]
+    fn internal_detail_is_not_sent() {
+        let e = ServiceError::Store(crate::store::StoreError::Database(
+            "disk I/O error at /var/lib/x".into(),
+        ));
+        let api = ApiError::from(e);
+        assert_eq!(api.code, ErrorCode::DatabaseUnavailable);
+        assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!api.message.contains("disk I/O"), "{}", api.message);
+        assert!(api.detail.unwrap().contains("disk I/O"));
+    }
 }

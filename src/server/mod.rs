@@ -1,135 +1,52 @@
-//! The two HTTP listeners: the API (`api`, JSON under `/v1`, plus `/metrics`) and the boot
-//! server (`boot`, what iPXE talks to). [`run`] takes already-bound listeners and a
-//! shutdown future, so tests bind `127.0.0.1:0` and stop the server when they are done.
+//! The two HTTP listeners: the API (`api`, JSON under `/v1`, plus `/metrics` and
+//! `/healthz`) and the boot server (`boot`, what iPXE talks to). A thin edge: each handler
+//! extracts the request, calls one [`Service`] operation and maps its error. [`run`] takes
+//! already-bound listeners and a shutdown future, so tests bind `127.0.0.1:0` and stop the
+//! server when they are done.
 //!
-//! Only this module knows HTTP status codes ([`error`] maps every module's error to a
-//! status and a stable code).
+//! Only this module knows HTTP status codes ([`error::status_of`] maps every stable error
+//! code to one).
 
 mod api;
 mod boot;
 pub mod error;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
+use serde_json::json;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use uuid::Uuid;
 
-use crate::boot::BootService;
+use crate::code::ErrorCode;
 use crate::config::Secret;
-use crate::metrics::{HttpLabels, Metrics, ResultLabels, RouteLabels};
-use crate::mirror::Mirror;
-use crate::node::Target;
-use crate::store::Store;
-use error::{ApiError, ErrorCode};
+use crate::metrics::{HttpLabels, ListenerLabels, RouteLabels};
+use crate::service::Service;
+use error::{ApiError, ErrorReport};
 
-/// Shared state of both listeners.
+/// How long `/healthz` waits for the database.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Shared state of both listeners: the service and the edge's own settings.
 #[derive(Debug)]
 pub struct App {
-    pub store: Store,
-    pub boot: BootService,
-    /// The static mirror in `[deploy] http_root`.
-    pub mirror: Mirror,
-    pub metrics: Metrics,
+    pub service: Arc<Service>,
     /// Required `Authorization: Bearer` token, when `[api] auth_strategy = token`.
     pub api_token: Option<Secret>,
-    /// `[ipxe] fallback_script` when it names a file in http_root: (route, path).
+    /// `/<name>` of `[ipxe] fallback_script` when it is a file in http_root.
     pub fallback_route: Option<String>,
-    pub fallback_file: Option<PathBuf>,
-}
-
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-impl App {
-    /// Brings a node's files in the static mirror in line with the store: written when it
-    /// has a target, removed when it has none or is gone. Failures are logged and counted;
-    /// the periodic refresh repairs them.
-    pub async fn sync_mirror(self: &Arc<App>, uuid: Uuid) {
-        match self.store.get_node(&uuid.to_string()).await {
-            Ok(n) => {
-                let record = crate::store::BootRecord {
-                    uuid,
-                    name: n.name.clone(),
-                    target: n.target,
-                    prepared: n.prepared.clone(),
-                };
-                self.write_mirror(&record, &n.macs).await
-            }
-            Err(crate::store::StoreError::NotFound(_)) => self.remove_mirror(uuid).await,
-            Err(e) => tracing::warn!(node = %uuid, "mirror not updated: {e}"),
-        }
-    }
-
-    /// Writes one node's mirror files from a record already read (or removes them when the
-    /// node has nothing to boot or no MAC).
-    pub async fn write_mirror(
-        self: &Arc<App>,
-        record: &crate::store::BootRecord,
-        macs: &[crate::node::Mac],
-    ) {
-        let rendered = match macs.first() {
-            Some(mac) if record.target != Target::None => {
-                match self.boot.render(record, mac, "${mac:hexhyp}", unix_now()) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(node = %record.uuid, "mirror config not rendered: {e}");
-                        return;
-                    }
-                }
-            }
-            _ => None,
-        };
-        let Some(rendered) = rendered else {
-            return self.remove_mirror(record.uuid).await;
-        };
-        let (app, uuid, macs) = (Arc::clone(self), record.uuid, macs.to_vec());
-        let result = tokio::task::spawn_blocking(move || {
-            app.mirror.write_node(uuid, &macs, &rendered.script)
-        })
-        .await
-        .expect("no panic");
-        self.count_mirror_write(uuid, result);
-    }
-
-    async fn remove_mirror(self: &Arc<App>, uuid: Uuid) {
-        let app = Arc::clone(self);
-        let result = tokio::task::spawn_blocking(move || app.mirror.remove_node(uuid))
-            .await
-            .expect("no panic");
-        self.count_mirror_write(uuid, result);
-    }
-
-    fn count_mirror_write(&self, uuid: Uuid, result: std::io::Result<()>) {
-        match result {
-            Ok(()) => {
-                self.metrics
-                    .mirror_writes
-                    .get_or_create(&ResultLabels { result: "ok" })
-                    .inc();
-            }
-            Err(e) => {
-                self.metrics
-                    .mirror_writes
-                    .get_or_create(&ResultLabels { result: "error" })
-                    .inc();
-                tracing::error!(node = %uuid, "cannot write the static mirror in {}: {e}", self.mirror.root().display());
-            }
-        }
-    }
+    /// Longest time an API request may take.
+    pub request_timeout: Duration,
+    /// Largest request body.
+    pub max_body_size: usize,
 }
 
 /// Counts and times every request by route and status.
@@ -144,9 +61,23 @@ async fn observe(
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let start = Instant::now();
+    let metrics = app.service.metrics();
+    let in_flight = metrics
+        .in_flight
+        .get_or_create(&ListenerLabels { listener })
+        .clone();
+    in_flight.inc();
+    // Decremented also when the client goes away and the future is dropped.
+    struct Done(prometheus_client::metrics::gauge::Gauge);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let _done = Done(in_flight);
     let response = next.run(req).await;
     let status = response.status().as_u16();
-    app.metrics
+    metrics
         .http_requests
         .get_or_create(&HttpLabels {
             listener,
@@ -154,34 +85,65 @@ async fn observe(
             status,
         })
         .inc();
-    app.metrics
+    metrics
         .http_duration
         .get_or_create(&RouteLabels { listener, route })
         .observe(start.elapsed().as_secs_f64());
     response
 }
 
-/// Counts API errors by code (the body carries it).
-async fn count_errors(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
-    if let Some(code) = response.extensions().get::<ErrorCode>() {
-        app.metrics.error(code.0);
+/// The one place where errors are counted and their internal detail is logged, with the
+/// route. Also turns axum's plain-text 413 into the JSON error every other error uses.
+async fn report_errors(
+    State((app, listener)): State<(Arc<App>, &'static str)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let mut response = next.run(req).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && response.extensions().get::<ErrorReport>().is_none()
+    {
+        response = ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!(
+                "the request body is larger than {} bytes ([api] max_body_size)",
+                app.max_body_size
+            ),
+        )
+        .into_response();
+    }
+    if let Some(report) = response.extensions().get::<ErrorReport>() {
+        app.service.metrics().error(report.code.as_str());
+        let status = response.status().as_u16();
+        match &report.detail {
+            Some(detail) => {
+                tracing::error!(listener, %method, route, status, code = %report.code, "{detail}")
+            }
+            None => {
+                tracing::debug!(listener, %method, route, status, code = %report.code, "client error")
+            }
+        }
     }
     response
 }
 
+/// `Authorization: Bearer <token>` (the scheme is case-insensitive, RFC 9110) or
+/// `X-Auth-Token`, compared in constant time.
 fn bearer_matches(headers: &HeaderMap, token: &Secret) -> bool {
-    let presented = headers
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-auth-token").and_then(|v| v.to_str().ok()));
-    let Some(presented) = presented else {
-        return false;
-    };
-    let (a, b) = (presented.as_bytes(), token.expose().as_bytes());
-    // Constant time for equal lengths; the length of the token is not a secret worth hiding.
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim_start_matches(' '));
+    let presented = bearer.or_else(|| headers.get("x-auth-token").and_then(|v| v.to_str().ok()));
+    presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())))
 }
 
 async fn authenticate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -189,13 +151,27 @@ async fn authenticate(State(app): State<Arc<App>>, req: Request, next: Next) -> 
         && !bearer_matches(req.headers(), token)
     {
         return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "send Authorization: Bearer <token> with the token in [api] token_file",
         )
         .into_response();
     }
     next.run(req).await
+}
+
+/// Bounds the time of an API request.
+async fn request_timeout(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(app.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the request took longer than {} s ([api] request_timeout); retry later",
+                app.request_timeout.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -204,25 +180,30 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.encode(),
+        app.service.metrics().encode(),
     )
         .into_response()
 }
 
+/// 200 when the database answers and every periodic task runs, else 503; the body says
+/// which check failed.
 async fn healthz(State(app): State<Arc<App>>) -> Response {
-    match app.store.ping().await {
-        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => {
-            tracing::warn!("health check: {e}");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
-        }
-    }
+    let health = app.service.health(HEALTH_TIMEOUT).await;
+    let status = if health.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if health.healthy { "ok" } else { "unhealthy" },
+        "checks": { "database": health.database, "tasks": health.tasks },
+    });
+    (status, axum::Json(body)).into_response()
 }
 
 async fn api_not_found() -> Response {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         "no such API path; see GET / for the links",
     )
     .into_response()
@@ -247,7 +228,12 @@ pub fn api_router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(api_not_found)
-        .layer(middleware::from_fn_with_state(app.clone(), count_errors))
+        .layer(middleware::from_fn_with_state(app.clone(), request_timeout))
+        .layer(DefaultBodyLimit::max(app.max_body_size))
+        .layer(middleware::from_fn_with_state(
+            (app.clone(), "api"),
+            report_errors,
+        ))
         .layer(middleware::from_fn_with_state(
             (app.clone(), "api"),
             observe,
@@ -255,19 +241,29 @@ pub fn api_router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// Anything else on the boot listener: the fallback script when it is a file, else 404.
+async fn boot_other(State(app): State<Arc<App>>, req: Request) -> Response {
+    match &app.fallback_route {
+        Some(route) if req.uri().path() == route => boot::fallback_file(State(app)).await,
+        _ => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
 /// The boot router.
 pub fn boot_router(app: Arc<App>) -> Router {
-    let mut r = Router::new()
+    Router::new()
         .route("/boot.ipxe", get(boot::master))
-        .route("/pxelinux.cfg/{mac}", get(boot::node_script));
-    if let Some(route) = &app.fallback_route {
-        r = r.route(route, get(boot::fallback_file));
-    }
-    r.layer(middleware::from_fn_with_state(
-        (app.clone(), "boot"),
-        observe,
-    ))
-    .with_state(app)
+        .route("/pxelinux.cfg/{mac}", get(boot::node_script))
+        .fallback(boot_other)
+        .layer(middleware::from_fn_with_state(
+            (app.clone(), "boot"),
+            report_errors,
+        ))
+        .layer(middleware::from_fn_with_state(
+            (app.clone(), "boot"),
+            observe,
+        ))
+        .with_state(app)
 }
 
 /// Serves both listeners until `shutdown` completes, then stops accepting, lets requests in
@@ -293,15 +289,10 @@ pub async fn run(
         .with_graceful_shutdown(wait(rx.clone()));
     let boot_server = axum::serve(boot.tap_io(nodelay), boot_router(app.clone()))
         .with_graceful_shutdown(wait(rx.clone()));
-    let refresher = tokio::spawn(crate::conductor::refresh_mirror_periodically(
-        app.clone(),
-        rx.clone(),
-    ));
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
     });
     let (a, b) = tokio::join!(api_server.into_future(), boot_server.into_future());
-    let _ = refresher.await;
     a.and(b)
 }

@@ -96,6 +96,7 @@ async fn node_lifecycle(db: Db) {
     // merge patch: rename, drop a key with null, add a MAC, keep the rest
     let added = random_mac();
     let patch = json!({"name": "renamed", "macs": [mac, added], "instance_info": {"kernel_append_params": null}, "driver_info": {"site": "rack-7"}});
+    s.clock.advance_secs(1);
     let (st, patched) = s
         .call(Method::PATCH, &format!("/v1/nodes/{uuid}"), Some(patch))
         .await;
@@ -467,10 +468,13 @@ async fn failed_preparation_records_last_error_and_keeps_the_previous_target(db:
     for (kernel, field_fragment) in [
         (
             "glance://757274c4-2856-4bd2-bb20-9a4a231e187b",
-            "glance references are not supported yet",
+            "glance references are not supported in this mode",
         ),
-        ("file:///srv/k", "file references are not supported yet"),
-        ("swift://images/k", "need [ipxe] use_swift = true"),
+        (
+            "file:///srv/k",
+            "file references are not supported in this mode",
+        ),
+        ("swift://images/k", "with [ipxe] use_swift = true"),
     ] {
         s.patch(&uuid, json!({"driver_info": {"deploy_kernel": kernel}}))
             .await;
@@ -548,7 +552,7 @@ async fn static_mirror_follows_the_nodes(db: Db) {
     let orphan = root.join(uuid::Uuid::new_v4().to_string());
     std::fs::create_dir_all(&orphan).unwrap();
     std::fs::write(orphan.join("config"), "#!ipxe\n").unwrap();
-    ironboot::conductor::refresh_mirror(&s.app).await;
+    s.service.refresh_mirror().await.unwrap();
     assert!(!orphan.exists());
     s.stop().await;
 }

@@ -7,11 +7,15 @@ use ironboot::store::{NewNode, Store, StoreError};
 
 use crate::support::server::{fresh_postgres_db, random_mac};
 
+fn clock() -> std::sync::Arc<dyn ironboot::clock::Clock> {
+    std::sync::Arc::new(ironboot::clock::SystemClock)
+}
+
 async fn open(postgres: bool) -> (Store, Option<tempfile::TempDir>) {
     if postgres {
         let url = fresh_postgres_db().await;
         (
-            Store::open(&DatabaseUrl::Postgres(Secret::new(url)), 16)
+            Store::open(&DatabaseUrl::Postgres(Secret::new(url)), 16, clock())
                 .await
                 .unwrap(),
             None,
@@ -19,9 +23,13 @@ async fn open(postgres: bool) -> (Store, Option<tempfile::TempDir>) {
     } else {
         let dir = tempfile::tempdir().unwrap();
         (
-            Store::open(&DatabaseUrl::Sqlite(dir.path().join("db.sqlite")), 16)
-                .await
-                .unwrap(),
+            Store::open(
+                &DatabaseUrl::Sqlite(dir.path().join("db.sqlite")),
+                16,
+                clock(),
+            )
+            .await
+            .unwrap(),
             Some(dir),
         )
     }
@@ -176,9 +184,13 @@ async fn the_boot_index_follows_every_write() {
         if let Some(dir) = &dir {
             store.close().await;
             drop(store);
-            let reopened = Store::open(&DatabaseUrl::Sqlite(dir.path().join("db.sqlite")), 4)
-                .await
-                .unwrap();
+            let reopened = Store::open(
+                &DatabaseUrl::Sqlite(dir.path().join("db.sqlite")),
+                4,
+                clock(),
+            )
+            .await
+            .unwrap();
             assert_eq!(
                 reopened.boot_record(&mb).await.unwrap().unwrap().target,
                 Target::Local
@@ -198,8 +210,8 @@ async fn the_boot_index_follows_every_write() {
 async fn a_second_process_cannot_share_an_sqlite_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = DatabaseUrl::Sqlite(dir.path().join("db.sqlite"));
-    let first = Store::open(&db, 2).await.unwrap();
-    let err = Store::open(&db, 2).await.unwrap_err().to_string();
+    let first = Store::open(&db, 2, clock()).await.unwrap();
+    let err = Store::open(&db, 2, clock()).await.unwrap_err().to_string();
     assert!(
         err.contains("is in use by another ironboot process")
             && err.contains("use PostgreSQL for several"),
@@ -207,7 +219,7 @@ async fn a_second_process_cannot_share_an_sqlite_database() {
     );
     first.close().await;
     drop(first);
-    Store::open(&db, 2)
+    Store::open(&db, 2, clock())
         .await
         .expect("free again once the first store is gone");
 }

@@ -125,7 +125,7 @@ async fn swift_mode_prepares_and_serves_fresh_tempurls() {
         );
 
         // a later request gets newly signed URLs with a later expiry
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        s.clock.advance_secs(2);
         let (_, again) = s.boot_get(&path).await;
         let later = image_urls(&again);
         let expires = |u: &str| {
@@ -141,9 +141,11 @@ async fn swift_mode_prepares_and_serves_fresh_tempurls() {
             later[0],
             urls[0]
         );
-        let now = crate::support::now();
-        assert!(
-            (now + 1190..=now + 1200).contains(&expires(&later[0])),
+        use ironboot::clock::Clock;
+        let now = s.clock.now();
+        assert_eq!(
+            expires(&later[0]),
+            now + 1200,
             "valid for [glance] swift_temp_url_duration"
         );
         assert_eq!(s.metric("ironboot_tempurls_minted_total").await, Some(4.0));
@@ -169,11 +171,11 @@ async fn swift_mode_prepares_and_serves_fresh_tempurls() {
 #[tokio::test]
 async fn swift_failures_are_reported_and_recorded() {
     let img = images().await;
-    // a port with nothing behind it
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // A port with nothing behind it: bound but never listening, so it stays ours and
+    // connections are refused (a port freed after binding could be reused by another test).
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = reserved.local_addr().unwrap().port();
     for (config, kernel, status, code, fragment) in [
         (
             swift_config(&img.key, &proxy_url(), ""),
@@ -289,11 +291,11 @@ async fn the_static_mirror_carries_tempurls_and_is_refreshed() {
     let urls = image_urls(&first);
     assert_eq!(fetch_as_node(&s.http, &urls[0]).await.0, StatusCode::OK);
     assert_eq!(
-        ironboot::conductor::mirror_refresh_interval(s.app.boot.url_lifetime()),
+        ironboot::conductor::mirror_refresh_interval(s.service.boot().url_lifetime()),
         std::time::Duration::from_secs(30)
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    ironboot::conductor::refresh_mirror(&s.app).await;
+    s.clock.advance_secs(2);
+    s.service.refresh_mirror().await.unwrap();
     let second = std::fs::read_to_string(&config).unwrap();
     assert_ne!(first, second, "rewritten with new URLs");
     assert_eq!(

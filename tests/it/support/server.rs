@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
+use ironboot::clock::ManualClock;
 use ironboot::server::App;
+use ironboot::service::Service;
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -23,9 +25,32 @@ pub struct TestServer {
     pub boot: String,
     pub dir: tempfile::TempDir,
     pub app: Arc<App>,
+    pub service: Arc<Service>,
+    /// The service's clock; tests move it instead of waiting.
+    pub clock: Arc<ManualClock>,
     pub http: Client,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
+    stop_tasks: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    /// The PostgreSQL database to drop at stop.
+    pg_db: Option<String>,
+}
+
+/// Drops a database made by [`fresh_postgres_db`].
+pub async fn drop_postgres_db(url: &str) {
+    let base = required_env("IRONBOOT_TEST_PG_URL");
+    let name = url.rsplit('/').next().unwrap();
+    assert!(name.starts_with("it_"), "only test databases are dropped");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+        .await
+        .expect("connect to IRONBOOT_TEST_PG_URL");
+    sqlx::Executor::execute(
+        &mut conn,
+        sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")),
+    )
+    .await
+    .unwrap();
 }
 
 /// A new, empty PostgreSQL database on the test server; returns its URL.
@@ -50,18 +75,22 @@ impl TestServer {
     pub async fn start(db: Db, extra: &str) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut text = format!("[DEFAULT]\nstate_path = {}\n", dir.path().display());
+        let mut pg_db = None;
         if db == Db::Postgres {
-            text.push_str(&format!(
-                "[database]\nconnection = {}\n",
-                fresh_postgres_db().await
-            ));
+            let url = fresh_postgres_db().await;
+            text.push_str(&format!("[database]\nconnection = {url}\n"));
+            pg_db = Some(url);
         }
         text.push_str(extra);
         let loaded = ironboot::config::from_str(&text, None)
             .unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
-        let app = ironboot::cli::serve::build_app(&loaded.settings)
+        let clock = Arc::new(ManualClock::starting_now());
+        let service = ironboot::cli::serve::build_service(&loaded.settings, clock.clone())
             .await
-            .unwrap_or_else(|e| panic!("build_app: {e}"));
+            .unwrap_or_else(|e| panic!("build_service: {e}"));
+        let app = ironboot::cli::serve::app(&loaded.settings, service.clone());
+        let (stop_tasks, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = ironboot::conductor::spawn(service.clone(), stop_rx);
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let boot = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (api_url, boot_url) = (
@@ -77,6 +106,11 @@ impl TestServer {
             boot: boot_url,
             dir,
             app,
+            service,
+            clock,
+            stop_tasks,
+            tasks,
+            pg_db,
             http: Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
                 .build()
@@ -96,7 +130,14 @@ impl TestServer {
         .await
         .expect("the server stops within 10 s of its shutdown signal");
         result.unwrap().unwrap();
-        self.app.store.close().await;
+        let _ = self.stop_tasks.send(true);
+        for t in std::mem::take(&mut self.tasks) {
+            t.await.unwrap();
+        }
+        self.service.close().await;
+        if let Some(db) = self.pg_db.take() {
+            drop_postgres_db(&db).await;
+        }
     }
 
     pub fn http_root(&self) -> std::path::PathBuf {

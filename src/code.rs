@@ -1,0 +1,81 @@
+//! Stable error codes: what clients, scripts and the `ironboot_errors_total` metric match
+//! on. Every module's error enum says which code each of its kinds has (`fn code()`); the
+//! HTTP edge maps a code to a status in one place. Codes never come from message text.
+//!
+//! `docs/operations.md` lists every code; a test checks that the two lists agree.
+
+macro_rules! codes {
+    ($($variant:ident = $text:literal,)+) => {
+        /// A stable, machine-readable error code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode { $($variant),+ }
+
+        impl ErrorCode {
+            /// Every code, for the documentation check.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $text),+ }
+            }
+        }
+    };
+}
+
+codes! {
+    // The request itself.
+    InvalidBody = "invalid_body",
+    InvalidField = "invalid_field",
+    InvalidMac = "invalid_mac",
+    InvalidQuery = "invalid_query",
+    ReadOnlyField = "read_only_field",
+    BodyTooLarge = "body_too_large",
+    DocumentTooLarge = "document_too_large",
+    Unauthorized = "unauthorized",
+    NotFound = "not_found",
+    RequestTimeout = "request_timeout",
+    // Nodes.
+    NodeNotFound = "node_not_found",
+    DuplicateMac = "duplicate_mac",
+    DuplicateName = "duplicate_name",
+    ConcurrentUpdate = "concurrent_update",
+    NoBootTarget = "no_boot_target",
+    NoMacs = "no_macs",
+    // Images.
+    MissingImage = "missing_image",
+    InvalidImageRef = "invalid_image_ref",
+    UnsupportedImageRef = "unsupported_image_ref",
+    ImageNotFound = "image_not_found",
+    SwiftRefusedTempurl = "swift_refused_tempurl",
+    SwiftUnreachable = "swift_unreachable",
+    SwiftError = "swift_error",
+    // The service.
+    RenderFailed = "render_failed",
+    DatabaseUnavailable = "database_unavailable",
+    DatabaseGone = "database_gone",
+    CorruptRecord = "corrupt_record",
+    FallbackMissing = "fallback_missing",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            let s = c.as_str();
+            assert!(seen.insert(s), "{s} twice");
+            assert!(
+                s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{s}"
+            );
+        }
+    }
+}

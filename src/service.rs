@@ -1,0 +1,677 @@
+//! The domain's operations, one method each: create, update and delete a node, set its
+//! boot target, render its script, keep the static mirror in line, report health. The HTTP
+//! edge (`server`), the periodic tasks (`conductor`), the CLI, the tests and the benchmark
+//! seeder all call these, never copies of them.
+//!
+//! [`Service`] owns the shared state: the store, the boot service, the static mirror, the
+//! metrics, the health of the periodic tasks and the clock. It reads the time only from its
+//! clock, which tests set. It knows nothing about HTTP: its errors carry a stable
+//! [`ErrorCode`], a message for the client and, separately, the detail to log.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::boot::{BootError, BootService, Rendered};
+use crate::clock::Clock;
+use crate::code::ErrorCode;
+use crate::metrics::{Metrics, PrepareLabels, ResultLabels};
+use crate::mirror::Mirror;
+use crate::node::{
+    self, BootMode, BootRecord, DriverInfo, FieldError, InstanceInfo, Mac, Node, State, Target,
+};
+use crate::store::{NewNode, NodeFilter, Store, StoreError};
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A field of the request is invalid; the field is named.
+    #[error("{0}")]
+    Field(#[from] FieldError),
+    /// The request is not a JSON object of the expected shape.
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("{field} cannot be written: {why}")]
+    ReadOnly {
+        field: &'static str,
+        why: &'static str,
+    },
+    #[error(
+        "{field} is {size} bytes of JSON; the limit is {max} bytes ([api] max_document_size): keep large data elsewhere"
+    )]
+    DocumentTooLarge {
+        field: &'static str,
+        size: usize,
+        max: usize,
+    },
+    #[error("node {0} has no MACs; add one with PATCH /v1/nodes/{0}")]
+    NoMacs(Uuid),
+    #[error("node {0} has no boot target; PUT /v1/nodes/{0}/boot first")]
+    NoBootTarget(Uuid),
+    #[error("the fallback script {path} cannot be read: {detail}")]
+    FallbackMissing { path: PathBuf, detail: String },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Boot(#[from] BootError),
+}
+
+impl ServiceError {
+    /// The stable code, from the kind of the error alone.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServiceError::Field(f) if f.field.starts_with("macs") => ErrorCode::InvalidMac,
+            ServiceError::Field(_) => ErrorCode::InvalidField,
+            ServiceError::InvalidBody(_) => ErrorCode::InvalidBody,
+            ServiceError::ReadOnly { .. } => ErrorCode::ReadOnlyField,
+            ServiceError::DocumentTooLarge { .. } => ErrorCode::DocumentTooLarge,
+            ServiceError::NoMacs(_) => ErrorCode::NoMacs,
+            ServiceError::NoBootTarget(_) => ErrorCode::NoBootTarget,
+            ServiceError::FallbackMissing { .. } => ErrorCode::FallbackMissing,
+            ServiceError::Store(e) => e.code(),
+            ServiceError::Boot(e) => e.code(),
+        }
+    }
+
+    /// The field the error is about, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ServiceError::Field(f) => Some(&f.field),
+            ServiceError::ReadOnly { field, .. } | ServiceError::DocumentTooLarge { field, .. } => {
+                Some(field)
+            }
+            ServiceError::Store(StoreError::DuplicateMac { .. }) => Some("macs"),
+            ServiceError::Store(StoreError::DuplicateName(_)) => Some("name"),
+            ServiceError::Boot(e) => e.field(),
+            _ => None,
+        }
+    }
+
+    /// What the client is told: never a secret, never internal detail.
+    pub fn client_message(&self) -> String {
+        match self {
+            ServiceError::Store(e) if e.is_internal() => {
+                "the database is unavailable; retry later".into()
+            }
+            ServiceError::Store(StoreError::Corrupt { uuid, .. }) => {
+                format!("the stored record of node {uuid} is corrupt; see the server log")
+            }
+            ServiceError::FallbackMissing { .. } => "fallback script missing".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// What is logged and not sent: the cause behind a generic client message.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            ServiceError::Store(e) if e.is_internal() => Some(e.to_string()),
+            ServiceError::Store(e @ StoreError::Corrupt { .. }) => Some(e.to_string()),
+            ServiceError::FallbackMissing { .. } => Some(self.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the service's fault (logged as an error) rather than the client's.
+    pub fn is_internal(&self) -> bool {
+        self.detail().is_some() || matches!(self, ServiceError::Boot(BootError::Render(_)))
+    }
+}
+
+/// The writable fields of a node, as clients send them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeFields {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    macs: Vec<String>,
+    #[serde(default)]
+    boot_mode: Option<String>,
+    #[serde(default)]
+    driver_info: Option<DriverInfo>,
+    #[serde(default)]
+    instance_info: Option<InstanceInfo>,
+}
+
+/// A node's writable fields after validation.
+struct Checked {
+    name: Option<String>,
+    macs: Vec<Mac>,
+    boot_mode: BootMode,
+    driver_info: DriverInfo,
+    instance_info: InstanceInfo,
+}
+
+/// Fields a client may read but not write, and where to change them instead.
+const READ_ONLY: &[(&str, &str)] = &[
+    ("uuid", "it is assigned by ironboot"),
+    ("target", "use PUT /v1/nodes/{node}/boot"),
+    ("state", "it is set by PUT /v1/nodes/{node}/boot"),
+    ("last_error", "it is set by PUT /v1/nodes/{node}/boot"),
+    ("prepared", "it is set by PUT /v1/nodes/{node}/boot"),
+    ("created_at", "it is set by ironboot"),
+    ("updated_at", "it is set by ironboot"),
+];
+
+/// RFC 7396: objects merge recursively, `null` removes.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+/// Deserializes a JSON value; errors name the field path.
+pub fn from_value<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, ServiceError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ServiceError::InvalidBody(format!("invalid body: {inner}"))
+        } else {
+            ServiceError::Field(FieldError::new(path, inner.to_string()))
+        }
+    })
+}
+
+/// The state of one supervised periodic task, for `/healthz`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TaskStatus {
+    pub healthy: bool,
+    pub restarts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// What `/healthz` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    pub healthy: bool,
+    /// `"ok"`, or why the database check failed.
+    pub database: String,
+    pub tasks: BTreeMap<&'static str, TaskStatus>,
+}
+
+/// How a per-MAC script request was answered.
+#[derive(Debug)]
+pub enum NodeScript {
+    Script(Rendered),
+    /// No node has this MAC.
+    UnknownMac,
+    /// The node has no boot target.
+    NoTarget,
+}
+
+/// Limits on what clients may store.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest JSON size of driver_info or instance_info.
+    pub max_document_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_document_size: 64 * 1024,
+        }
+    }
+}
+
+/// The shared state and the operations on it.
+#[derive(Debug)]
+pub struct Service {
+    store: Store,
+    boot: BootService,
+    /// The static mirror in `[deploy] http_root`.
+    mirror: Mirror,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
+    /// `[ipxe] fallback_script` when it names a file in http_root.
+    fallback_file: Option<PathBuf>,
+    limits: Limits,
+    tasks: Mutex<BTreeMap<&'static str, TaskStatus>>,
+}
+
+/// Runs blocking file work off the async threads; a panic in it becomes an I/O error.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("file task failed: {e}"))))
+}
+
+impl Service {
+    pub fn new(
+        store: Store,
+        boot: BootService,
+        mirror: Mirror,
+        clock: Arc<dyn Clock>,
+        fallback_file: Option<PathBuf>,
+        limits: Limits,
+    ) -> Service {
+        Service {
+            store,
+            boot,
+            mirror,
+            metrics: Metrics::new(),
+            clock,
+            fallback_file,
+            limits,
+            tasks: Mutex::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn boot(&self) -> &BootService {
+        &self.boot
+    }
+
+    pub fn mirror(&self) -> &Mirror {
+        &self.mirror
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    fn check_fields(&self, f: NodeFields) -> Result<Checked, ServiceError> {
+        if let Some(name) = &f.name {
+            node::validate_name(name)?;
+        }
+        let macs = node::parse_macs(&f.macs)?;
+        let boot_mode = match &f.boot_mode {
+            Some(m) => m
+                .parse()
+                .map_err(|e: String| FieldError::new("boot_mode", e))?,
+            None => BootMode::Bios,
+        };
+        let driver_info = f.driver_info.unwrap_or_default();
+        let instance_info = f.instance_info.unwrap_or_default();
+        if let Some(args) = &instance_info.kernel_append_params {
+            node::validate_kernel_args("instance_info.kernel_append_params", args)?;
+        }
+        let max = self.limits.max_document_size;
+        for (field, size) in [
+            ("driver_info", json_size(&driver_info)),
+            ("instance_info", json_size(&instance_info)),
+        ] {
+            if size > max {
+                return Err(ServiceError::DocumentTooLarge { field, size, max });
+            }
+        }
+        Ok(Checked {
+            name: f.name,
+            macs,
+            boot_mode,
+            driver_info,
+            instance_info,
+        })
+    }
+
+    fn refuse_read_only(body: &Value) -> Result<(), ServiceError> {
+        let Some(obj) = body.as_object() else {
+            return Err(ServiceError::InvalidBody(
+                "the body must be a JSON object".into(),
+            ));
+        };
+        for (field, why) in READ_ONLY {
+            if obj.contains_key(*field) {
+                return Err(ServiceError::ReadOnly { field, why });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a node from a client's JSON object.
+    pub async fn create_node(&self, body: &Value) -> Result<Node, ServiceError> {
+        Self::refuse_read_only(body)?;
+        let c = self.check_fields(from_value(body)?)?;
+        let node = self
+            .store
+            .create_node(NewNode {
+                name: c.name,
+                macs: c.macs,
+                boot_mode: c.boot_mode,
+                driver_info: c.driver_info,
+                instance_info: c.instance_info,
+            })
+            .await?;
+        tracing::info!(node = %node.uuid, name = ?node.name, "node created");
+        Ok(node)
+    }
+
+    /// A node by UUID or name.
+    pub async fn get_node(&self, ident: &str) -> Result<Node, ServiceError> {
+        Ok(self.store.get_node(ident).await?)
+    }
+
+    /// Nodes matching a filter.
+    pub async fn list_nodes(&self, filter: &NodeFilter) -> Result<Vec<Node>, ServiceError> {
+        Ok(self.store.list_nodes(filter).await?)
+    }
+
+    /// Applies a JSON merge patch (RFC 7396) to a node's writable fields.
+    pub async fn update_node(&self, ident: &str, patch: &Value) -> Result<Node, ServiceError> {
+        Self::refuse_read_only(patch)?;
+        let mut node = self.store.get_node(ident).await?;
+        let mut doc = json!({
+            "name": node.name,
+            "macs": node.macs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "boot_mode": node.boot_mode,
+            "driver_info": node.driver_info,
+            "instance_info": node.instance_info,
+        });
+        merge_patch(&mut doc, patch);
+        let c = self.check_fields(from_value(&doc)?)?;
+        node.name = c.name;
+        node.macs = c.macs;
+        node.boot_mode = c.boot_mode;
+        node.driver_info = c.driver_info;
+        node.instance_info = c.instance_info;
+        let node = self.store.update_node(&node).await?;
+        // MAC changes move the mirror's links at once; image changes wait for the next
+        // prepare.
+        self.sync_mirror(node.uuid).await;
+        tracing::info!(node = %node.uuid, "node updated");
+        Ok(node)
+    }
+
+    /// Deletes a node and its mirror files.
+    pub async fn delete_node(&self, ident: &str) -> Result<(), ServiceError> {
+        let node = self.store.get_node(ident).await?;
+        self.store.delete_node(node.uuid).await?;
+        self.sync_mirror(node.uuid).await;
+        tracing::info!(node = %node.uuid, "node deleted");
+        Ok(())
+    }
+
+    /// Prepares `target` and, only if that succeeds, makes it the node's boot target. A
+    /// failure sets `state = failed` and `last_error`, and leaves the previous target in
+    /// force.
+    pub async fn set_boot(&self, ident: &str, target: Target) -> Result<Node, ServiceError> {
+        let mut node = self.store.get_node(ident).await?;
+        let outcome = self.boot.prepare(&node, target, self.clock.now()).await;
+        let labels = PrepareLabels {
+            target: target.as_str(),
+            result: if outcome.is_ok() { "ok" } else { "failed" },
+        };
+        self.metrics.prepares.get_or_create(&labels).inc();
+        match outcome {
+            Ok(prepared) => {
+                node.target = target;
+                node.prepared = prepared;
+                node.state = if target == Target::None {
+                    State::Idle
+                } else {
+                    State::Ready
+                };
+                node.last_error = None;
+                let node = self.store.update_node(&node).await?;
+                self.sync_mirror(node.uuid).await;
+                tracing::info!(node = %node.uuid, %target, "boot prepared");
+                Ok(node)
+            }
+            Err(e) => {
+                tracing::warn!(node = %node.uuid, %target, code = %e.code(), "boot preparation failed: {e}");
+                let message = format!("preparing target {target} failed: {e}");
+                self.record_failure(node, message).await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Sets `state = failed` and `last_error`, retrying when another write came between.
+    async fn record_failure(&self, mut node: Node, message: String) -> Result<(), ServiceError> {
+        for _ in 0..3 {
+            node.state = State::Failed;
+            node.last_error = Some(message.clone());
+            match self.store.update_node(&node).await {
+                Err(StoreError::Conflict(_)) => {
+                    node = self.store.get_node(&node.uuid.to_string()).await?
+                }
+                Err(other) => {
+                    tracing::error!(node = %node.uuid, "cannot record the failure: {other}");
+                    return Ok(());
+                }
+                Ok(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The master script, rendered at start.
+    pub fn master_script(&self) -> &str {
+        self.metrics.render("master", "ok");
+        self.boot.master_script()
+    }
+
+    /// The script of the node that owns `mac`, rendered now: the boot path. It reads only
+    /// the store's boot record and signs URLs; nothing is written.
+    pub async fn node_script(&self, mac: &Mac) -> Result<NodeScript, ServiceError> {
+        let record = match self.store.boot_record(mac).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                self.metrics.render("node", "not_found");
+                return Ok(NodeScript::UnknownMac);
+            }
+            Err(e) => {
+                self.metrics.render("node", "error");
+                return Err(e.into());
+            }
+        };
+        match self
+            .boot
+            .render(&record, mac, &mac.hexhyp(), self.clock.now())
+        {
+            Ok(Some(rendered)) => {
+                self.metrics.tempurls.inc_by(u64::from(rendered.tempurls));
+                self.metrics.render("node", "ok");
+                Ok(NodeScript::Script(rendered))
+            }
+            Ok(None) => {
+                self.metrics.render("node", "not_found");
+                Ok(NodeScript::NoTarget)
+            }
+            Err(e) => {
+                self.metrics.render("node", "error");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The script a node would get now, for `mac` or its first MAC.
+    pub async fn preview_script(
+        &self,
+        ident: &str,
+        mac: Option<Mac>,
+    ) -> Result<Rendered, ServiceError> {
+        let node = self.store.get_node(ident).await?;
+        let mac = match mac {
+            Some(m) => m,
+            None => *node.macs.first().ok_or(ServiceError::NoMacs(node.uuid))?,
+        };
+        let rendered = self
+            .boot
+            .render(
+                &BootRecord::of(&node),
+                &mac,
+                &mac.hexhyp(),
+                self.clock.now(),
+            )?
+            .ok_or(ServiceError::NoBootTarget(node.uuid))?;
+        self.metrics.tempurls.inc_by(u64::from(rendered.tempurls));
+        Ok(rendered)
+    }
+
+    /// `[ipxe] fallback_script`, read from http_root.
+    pub async fn fallback_script(&self) -> Result<String, ServiceError> {
+        let Some(path) = self.fallback_file.clone() else {
+            return Err(ServiceError::FallbackMissing {
+                path: PathBuf::new(),
+                detail: "no fallback file is configured".into(),
+            });
+        };
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) => {
+                self.metrics.render("fallback", "ok");
+                Ok(text)
+            }
+            Err(e) => Err(ServiceError::FallbackMissing {
+                path,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Brings a node's files in the static mirror in line with the store: written when it
+    /// has a target, removed when it has none or is gone. Failures are logged and counted;
+    /// the periodic refresh repairs them.
+    pub async fn sync_mirror(&self, uuid: Uuid) {
+        match self.store.get_node(&uuid.to_string()).await {
+            Ok(n) => self.write_mirror(&BootRecord::of(&n), &n.macs).await,
+            Err(StoreError::NotFound(_)) => self.remove_mirror(uuid).await,
+            Err(e) => tracing::warn!(node = %uuid, "mirror not updated: {e}"),
+        }
+    }
+
+    /// Writes one node's mirror files from a record already read (or removes them when the
+    /// node has nothing to boot or no MAC).
+    async fn write_mirror(&self, record: &BootRecord, macs: &[Mac]) {
+        let rendered = match macs.first() {
+            Some(mac) if record.target != Target::None => {
+                match self
+                    .boot
+                    .render(record, mac, "${mac:hexhyp}", self.clock.now())
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(node = %record.uuid, "mirror config not rendered: {e}");
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let Some(rendered) = rendered else {
+            return self.remove_mirror(record.uuid).await;
+        };
+        let (mirror, uuid, macs) = (self.mirror.clone(), record.uuid, macs.to_vec());
+        let result = blocking(move || mirror.write_node(uuid, &macs, &rendered.script)).await;
+        self.count_mirror_write(uuid, result);
+    }
+
+    async fn remove_mirror(&self, uuid: Uuid) {
+        let mirror = self.mirror.clone();
+        let result = blocking(move || mirror.remove_node(uuid)).await;
+        self.count_mirror_write(uuid, result);
+    }
+
+    fn count_mirror_write(&self, uuid: Uuid, result: std::io::Result<()>) {
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .mirror_writes
+            .get_or_create(&ResultLabels { result: label })
+            .inc();
+        if let Err(e) = result {
+            tracing::error!(node = %uuid, "cannot write the static mirror in {}: {e}", self.mirror.root().display());
+        }
+    }
+
+    /// Rewrites boot.ipxe and every node's config, and removes files of nodes that are gone
+    /// or have no target. Returns the number of node configs written.
+    pub async fn refresh_mirror(&self) -> Result<usize, ServiceError> {
+        let master = self.boot.master_script().to_string();
+        let mirror = self.mirror.clone();
+        if let Err(e) = blocking(move || mirror.write_master(&master)).await {
+            tracing::error!(
+                "cannot write {}/boot.ipxe: {e}",
+                self.mirror.root().display()
+            );
+            self.metrics
+                .mirror_writes
+                .get_or_create(&ResultLabels { result: "error" })
+                .inc();
+        }
+        let records = self.store.boot_records_with_target().await?;
+        let live: std::collections::HashSet<_> = records.iter().map(|(r, _)| r.uuid).collect();
+        for (record, macs) in &records {
+            self.write_mirror(record, macs).await;
+        }
+        let mirror = self.mirror.clone();
+        let dirs = blocking(move || mirror.node_dirs())
+            .await
+            .unwrap_or_default();
+        for uuid in dirs.into_iter().filter(|u| !live.contains(u)) {
+            self.sync_mirror(uuid).await;
+        }
+        let mirror = self.mirror.clone();
+        match blocking(move || mirror.sweep_dangling_links()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} dangling links from the static mirror"),
+            Err(e) => tracing::warn!("cannot sweep the static mirror: {e}"),
+        }
+        Ok(records.len())
+    }
+
+    /// Records the state of a supervised task (the conductor calls this).
+    pub fn task_status(&self, task: &'static str, update: impl FnOnce(&mut TaskStatus)) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        update(tasks.entry(task).or_default());
+    }
+
+    /// The database answers a cheap query within `timeout`, and every supervised task is
+    /// running.
+    pub async fn health(&self, timeout: Duration) -> Health {
+        let database = match tokio::time::timeout(timeout, self.store.health()).await {
+            Ok(Ok(())) => "ok".to_string(),
+            Ok(Err(e)) => {
+                tracing::error!("health check: database: {e}");
+                e.to_string()
+            }
+            Err(_) => {
+                tracing::error!("health check: the database did not answer within {timeout:?}");
+                format!("no answer within {} ms", timeout.as_millis())
+            }
+        };
+        let tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Health {
+            healthy: database == "ok" && tasks.values().all(|t| t.healthy),
+            database,
+            tasks,
+        }
+    }
+
+    /// Stops using the database (waits for connections in use).
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+}
+
+fn json_size<T: serde::Serialize>(v: &T) -> usize {
+    serde_json::to_vec(v).map(|v| v.len()).unwrap_or(usize::MAX)
+}
