@@ -66,6 +66,38 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
+    /// The codes in the "Error codes" table of docs/operations.md.
+    fn documented() -> std::collections::BTreeSet<String> {
+        let doc = include_str!("../docs/operations.md");
+        let table = doc
+            .split("### Error codes")
+            .nth(1)
+            .expect("docs/operations.md has an Error codes section");
+        table
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split('|').nth(1))
+            .filter_map(|cell| cell.trim().strip_prefix('`')?.strip_suffix('`'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_code_is_documented_and_every_documented_code_exists() {
+        let code: std::collections::BTreeSet<String> = ErrorCode::ALL
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect();
+        let doc = documented();
+        let undocumented: Vec<_> = code.difference(&doc).collect();
+        let unknown: Vec<_> = doc.difference(&code).collect();
+        assert!(
+            undocumented.is_empty() && unknown.is_empty(),
+            "not in docs/operations.md: {undocumented:?}; documented but not in src/code.rs: {unknown:?}"
+        );
+    }
+
     #[test]
     fn codes_are_unique_snake_case() {
         let mut seen = std::collections::HashSet::new();

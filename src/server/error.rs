@@ -143,6 +143,28 @@ mod tests {
     }
 
     #[test]
+    fn documented_statuses_match() {
+        let doc = include_str!("../../docs/operations.md");
+        let table = doc.split("### Error codes").nth(1).unwrap();
+        let mut checked = 0;
+        for line in table.lines().skip_while(|l| !l.starts_with('|')) {
+            if !line.starts_with('|') {
+                break;
+            }
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let Some(code) = ErrorCode::ALL
+                .iter()
+                .find(|c| cells[1] == format!("`{}`", c.as_str()))
+            else {
+                continue;
+            };
+            assert_eq!(cells[2], status_of(*code).as_str(), "{code}");
+            checked += 1;
+        }
+        assert_eq!(checked, ErrorCode::ALL.len());
+    }
+
+    #[test]
     fn internal_detail_is_not_sent() {
         let e = ServiceError::Store(crate::store::StoreError::Database(
             "disk I/O error at /var/lib/x".into(),

@@ -635,19 +635,46 @@ async fn fallback_script_is_served_from_http_root() {
     s.stop().await;
 }
 
+/// Regression: this test used to sleep 50 ms before stopping, so the request had always
+/// finished before the stop and a broken graceful shutdown went unnoticed. Now the request
+/// is provably in flight (its body half sent, the in-flight gauge at 1) when the stop
+/// begins, and it is finished only after the listener has stopped accepting.
 #[tokio::test]
 async fn shutdown_is_graceful_for_requests_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = TestServer::start(Db::Sqlite, "").await;
-    let http = s.http.clone();
-    let url = format!("{}/v1/nodes", s.api);
-    // a request on an open connection, answered before the server returns
-    let in_flight = tokio::spawn(async move { http.get(url).send().await.map(|r| r.status()) });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let api = s.api.clone();
-    s.stop().await;
-    assert_eq!(in_flight.await.unwrap().unwrap(), StatusCode::OK);
-    assert!(
-        reqwest::get(format!("{api}/healthz")).await.is_err(),
-        "the listener is closed"
+    let addr = s.api.trim_start_matches("http://").to_string();
+    let body = br#"{"name": "in-flight"}"#;
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
     );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body[..5]).await.unwrap();
+    let in_flight = s
+        .service
+        .metrics()
+        .in_flight
+        .get_or_create(&ironboot::metrics::ListenerLabels { listener: "api" })
+        .clone();
+    crate::support::wait_for("the request to be in flight", || async {
+        in_flight.get() == 1
+    })
+    .await;
+    let stopping = tokio::spawn(s.stop());
+    crate::support::wait_for("the API listener to stop accepting", || {
+        let addr = addr.clone();
+        async move { tokio::net::TcpStream::connect(&addr).await.is_err() }
+    })
+    .await;
+    assert!(!stopping.is_finished(), "the server waits for the request");
+    conn.write_all(&body[5..]).await.unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "the request in flight is answered: {response}"
+    );
+    stopping.await.unwrap();
 }
