@@ -35,6 +35,7 @@ pub mod conductor;
 pub mod config;
 pub mod images;
 pub mod ipxe;
+pub mod layers;
 pub mod metrics;
 pub mod mirror;
 pub mod node;
