@@ -10,6 +10,7 @@ mod support;
 mod api;
 mod cli;
 mod conductor;
+mod hardening;
 mod store;
 mod swift_boot;
 mod swift_tempurl;
