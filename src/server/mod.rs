@@ -8,6 +8,7 @@
 mod api;
 mod boot;
 pub mod error;
+pub mod listen;
 
 use std::future::Future;
 use std::path::PathBuf;
