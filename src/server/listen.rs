@@ -13,8 +13,8 @@
 //!   see [`ListenerLimits::keepalive_timeout`]);
 //! - a cap on open connections: a connection beyond it is accepted and closed at once, so
 //!   the client sees a close instead of hanging in the backlog, and is counted as refused.
-//!   With caps that fit the open-file limit together, a flood on one listener can no
-//!   longer starve the other, nor the database and image files;
+//!   With [`connection_caps`] sizing the two caps from the open-file limit, a flood on one
+//!   listener can no longer starve the other, nor the database and image files;
 //! - accept errors that never end the loop (EMFILE backs off briefly and retries);
 //! - a graceful shutdown bounded by a grace period.
 //!
@@ -486,6 +486,79 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// The open-file limit of the process (`RLIMIT_NOFILE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLimit {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The soft limit assumed when even reading the limit fails: the usual default.
+const DEFAULT_NOFILE: u64 = 1024;
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (as Go's runtime and nginx's
+/// worker_rlimit_nofile do) and returns the result; on failure returns the current limit
+/// (and logs why), or 1,024 for both if the limit cannot even be read.
+///
+/// The soft limit is usually 1,024 for select(2)'s sake, which this process never calls;
+/// every connection holds a descriptor, so 1,024 is far too few for a boot storm.
+pub fn raise_nofile_limit() -> FileLimit {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!("cannot raise the open-file limit: {e}");
+    }
+    match rlimit::Resource::NOFILE.get() {
+        Ok((soft, hard)) => FileLimit { soft, hard },
+        Err(e) => {
+            tracing::warn!("cannot read the open-file limit, assuming {DEFAULT_NOFILE}: {e}");
+            FileLimit {
+                soft: DEFAULT_NOFILE,
+                hard: DEFAULT_NOFILE,
+            }
+        }
+    }
+}
+
+/// Descriptors kept for everything but client connections: `max(64, limit / 8)`, but at
+/// most half of `limit`.
+fn reserve(limit: u64) -> u64 {
+    (limit / 8).max(64).min(limit / 2)
+}
+
+/// Splits the file budget between the two listeners, keeping a reserve for the database,
+/// image files, outgoing connections and logs. Returns `(api, boot)` connection caps.
+///
+/// The rule, with `limit` the soft open-file limit:
+///
+/// 1. reserve = max(64, limit / 8), at most limit / 2; budget = limit − reserve.
+/// 2. What each listener wants: its request, or when the request is 0 (automatic): for
+///    the API min(1,024, budget / 8) but at least 16 — a few operators and scripts; for
+///    the boot listener the whole budget — it faces every machine that powers on.
+/// 3. If both wants fit in the budget, the API gets its want and the boot listener its
+///    want (automatic: the rest of the budget). Otherwise the API is guaranteed
+///    ⌊budget / 2⌋ and the boot listener the other half: a listener wanting less than its
+///    half gets its want and the other gets what remains, up to its want; if both want
+///    more, each gets its half.
+///
+/// So api + boot + reserve ≤ limit always, an explicit request is never raised (only
+/// clamped down: the caller compares and logs), and both caps are at least 1 once
+/// limit ≥ 3. For a limit of 1,024: reserve 128, api 112, boot 784; for 65,536 and more:
+/// api 1,024, boot the rest of 7/8 of the limit.
+pub fn connection_caps(limit: u64, api_requested: usize, boot_requested: usize) -> (usize, usize) {
+    let budget = limit - reserve(limit);
+    let api_half = budget / 2;
+    let boot_half = budget - api_half;
+    let want = |requested: usize, automatic: u64| match requested {
+        0 => automatic,
+        n => u64::try_from(n).unwrap_or(u64::MAX),
+    };
+    let api_want = want(api_requested, (budget / 8).clamp(16, 1024));
+    let boot_want = want(boot_requested, budget);
+    let api = api_want.min(budget - boot_want.min(boot_half));
+    let boot = boot_want.min(budget - api);
+    let cap = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    (cap(api), cap(boot))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -950,5 +1023,120 @@ mod tests {
             assert_eq!(response.text().await.unwrap(), "ok");
         }
         assert_eq!(server.metrics.open.get(), 1, "one pooled connection");
+    }
+
+    #[test]
+    fn caps_at_common_limits() {
+        assert_eq!(connection_caps(1024, 0, 0), (112, 784));
+        assert_eq!(connection_caps(4096, 0, 0), (448, 3136));
+        assert_eq!(connection_caps(65_536, 0, 0), (1024, 56_320));
+        assert_eq!(connection_caps(1 << 20, 0, 0), (1024, 916_480));
+        // Explicit requests that fit are granted as they are.
+        assert_eq!(connection_caps(1024, 800, 50), (800, 50));
+        assert_eq!(connection_caps(1024, 10, 0), (10, 886));
+        // Too much: each keeps its half of the 896.
+        assert_eq!(connection_caps(1024, 8000, 8000), (448, 448));
+        assert_eq!(connection_caps(1024, 8000, 0), (448, 448));
+        assert_eq!(connection_caps(1024, 0, 8000), (112, 784));
+    }
+
+    #[test]
+    fn caps_never_exceed_the_budget() {
+        let requests = [
+            0,
+            1,
+            2,
+            15,
+            16,
+            17,
+            100,
+            500,
+            1000,
+            1024,
+            5000,
+            100_000,
+            usize::MAX,
+        ];
+        let limits =
+            (0..20_000u64).chain([65_535, 65_536, 524_288, 1 << 20, u64::MAX / 2, u64::MAX]);
+        let mut previous_auto = (0, 0);
+        for limit in limits {
+            let documented_reserve = (limit / 8).max(64).min(limit / 2);
+            let budget = limit - documented_reserve;
+            for api_requested in requests {
+                for boot_requested in requests {
+                    let (api, boot) = connection_caps(limit, api_requested, boot_requested);
+                    let context = format!(
+                        "limit {limit}, requested ({api_requested}, {boot_requested}) -> ({api}, {boot})"
+                    );
+                    let (a, b) = (api as u64, boot as u64);
+                    assert!(
+                        a.checked_add(b).is_some_and(|sum| sum <= budget),
+                        "{context}"
+                    );
+                    if limit >= 128 {
+                        assert!(a + b + (limit / 8).max(64) <= limit, "{context}");
+                    }
+                    if limit >= 3 {
+                        assert!(api >= 1 && boot >= 1, "{context}");
+                    }
+                    if api_requested > 0 {
+                        assert!(api <= api_requested, "{context}");
+                    }
+                    if boot_requested > 0 {
+                        assert!(boot <= boot_requested, "{context}");
+                    }
+                    // Requests that fit are granted.
+                    let (ra, rb) = (api_requested as u64, boot_requested as u64);
+                    if ra > 0 && rb > 0 && ra.checked_add(rb).is_some_and(|sum| sum <= budget) {
+                        assert_eq!((a, b), (ra, rb), "{context}");
+                    }
+                    // Each listener keeps its half of the budget when it wants it.
+                    if ra == 0 {
+                        assert!(a >= (budget / 2).min(16), "{context}");
+                    }
+                    if ra >= budget / 2 {
+                        assert!(a >= budget / 2, "{context}");
+                    }
+                    if rb == 0 || rb >= budget - budget / 2 {
+                        assert!(b >= budget - budget / 2, "{context}");
+                    }
+                }
+            }
+            let (api, boot) = connection_caps(limit, 0, 0);
+            let (a, b) = (api as u64, boot as u64);
+            assert_eq!(
+                a + b,
+                budget,
+                "automatic caps use the whole budget at {limit}"
+            );
+            assert!(api <= 1024, "limit {limit}");
+            if budget >= 32 {
+                assert!(api >= 16 && boot >= api, "limit {limit}: ({api}, {boot})");
+            }
+            if budget >= 128 {
+                assert!(boot >= 7 * api, "limit {limit}: ({api}, {boot})");
+            }
+            assert!(
+                api >= previous_auto.0 && boot >= previous_auto.1,
+                "automatic caps never shrink as the limit grows: {limit}"
+            );
+            previous_auto = (api, boot);
+        }
+    }
+
+    #[test]
+    fn raising_the_file_limit_reaches_the_hard_limit() {
+        let limit = raise_nofile_limit();
+        assert!(limit.soft <= limit.hard);
+        assert_eq!(
+            rlimit::Resource::NOFILE.get().unwrap(),
+            (limit.soft, limit.hard)
+        );
+        // Linux caps the soft limit at the hard one: raising it to the hard limit always
+        // succeeds for an unprivileged process.
+        if cfg!(target_os = "linux") {
+            assert_eq!(limit.soft, limit.hard);
+        }
     }
 }
