@@ -10,6 +10,7 @@
 mod api;
 mod boot;
 pub mod error;
+pub mod listen;
 
 use std::future::Future;
 use std::sync::Arc;
