@@ -12,7 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, ConfigErrors, Settings};
 use crate::ipxe::Templates;
 use crate::mirror::Mirror;
-use crate::server::{self, App};
+use crate::server::{self, App, ListenerSettings, listen};
 use crate::service::{Limits, Service};
 use crate::store::Store;
 
@@ -94,6 +94,26 @@ pub fn app(settings: &Settings, service: Arc<Service>) -> Arc<App> {
     })
 }
 
+/// The listeners' timeouts and connection caps, the caps split from the open-file limit.
+pub fn listener_settings(_settings: &Settings, nofile: u64) -> ListenerSettings {
+    let (api_cap, boot_cap) = listen::connection_caps(nofile, 0, 0);
+    ListenerSettings {
+        api: listen::ListenerLimits {
+            name: "api",
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            max_connections: api_cap,
+        },
+        boot: listen::ListenerLimits {
+            name: "boot",
+            header_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(75),
+            max_connections: boot_cap,
+        },
+        grace: Duration::from_secs(60),
+    }
+}
+
 /// Pending connections the kernel queues for each listener (capped by
 /// net.core.somaxconn). A boot storm opens connections by the thousand at once; with
 /// tokio's default of 128 the overflow waits for TCP retransmissions.
@@ -140,6 +160,15 @@ pub(super) fn run(cli: &Cli, err: &mut dyn std::io::Write) -> Result<(), CliErro
         .build()
         .map_err(CliError::Io)?;
     runtime.block_on(async {
+        let files = listen::raise_nofile_limit();
+        let listeners = listener_settings(&settings, files.soft);
+        tracing::info!(
+            soft = files.soft,
+            hard = files.hard,
+            api_connections = listeners.api.max_connections,
+            boot_connections = listeners.boot.max_connections,
+            "open-file limit"
+        );
         let service = build_service(&settings, Arc::new(SystemClock)).await?;
         let app = app(&settings, service.clone());
         let o = &settings.options;
@@ -160,7 +189,7 @@ pub(super) fn run(cli: &Cli, err: &mut dyn std::io::Write) -> Result<(), CliErro
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let tasks = crate::conductor::spawn(service.clone(), stop_rx);
-        let result = server::run(api, boot, app, shutdown_signal()).await;
+        let result = server::run(api, boot, app, listeners, shutdown_signal()).await;
         let _ = stop_tx.send(true);
         for task in tasks {
             let _ = task.await;

@@ -22,7 +22,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -267,33 +266,56 @@ pub fn boot_router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// The limits of both listeners and the shutdown grace period.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    pub api: listen::ListenerLimits,
+    pub boot: listen::ListenerLimits,
+    /// How long a graceful shutdown waits for requests in flight.
+    pub grace: Duration,
+}
+
 /// Serves both listeners until `shutdown` completes, then stops accepting, lets requests in
-/// flight finish, and returns.
+/// flight finish for at most the grace period, and returns.
 pub async fn run(
     api: TcpListener,
     boot: TcpListener,
     app: Arc<App>,
+    settings: ListenerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    // Scripts and API answers are small writes on keep-alive connections: with Nagle's
-    // algorithm on, one could wait for the client's delayed ACK (40 ms on Linux).
-    let nodelay = |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set: {e}");
+    let metrics = |listener: &'static str| {
+        let m = app.service.metrics();
+        let labels = ListenerLabels { listener };
+        listen::ListenerMetrics {
+            refused: m.connections_refused.get_or_create(&labels).clone(),
+            open: m.connections_open.get_or_create(&labels).clone(),
         }
     };
-    let api_server = axum::serve(api.tap_io(nodelay), api_router(app.clone()))
-        .with_graceful_shutdown(wait(rx.clone()));
-    let boot_server = axum::serve(boot.tap_io(nodelay), boot_router(app.clone()))
-        .with_graceful_shutdown(wait(rx.clone()));
+    let api_server = listen::serve(
+        api,
+        api_router(app.clone()),
+        settings.api,
+        metrics("api"),
+        wait(rx.clone()),
+        settings.grace,
+    );
+    let boot_server = listen::serve(
+        boot,
+        boot_router(app.clone()),
+        settings.boot,
+        metrics("boot"),
+        wait(rx.clone()),
+        settings.grace,
+    );
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
     });
-    let (a, b) = tokio::join!(api_server.into_future(), boot_server.into_future());
+    let (a, b) = tokio::join!(api_server, boot_server);
     a.and(b)
 }

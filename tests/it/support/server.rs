@@ -98,9 +98,16 @@ impl TestServer {
             format!("http://{}", boot.local_addr().unwrap()),
         );
         let (tx, rx) = oneshot::channel();
-        let handle = tokio::spawn(ironboot::server::run(api, boot, app.clone(), async move {
-            let _ = rx.await;
-        }));
+        let listeners = ironboot::cli::serve::listener_settings(&loaded.settings, 4096);
+        let handle = tokio::spawn(ironboot::server::run(
+            api,
+            boot,
+            app.clone(),
+            listeners,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         TestServer {
             api: api_url,
             boot: boot_url,
