@@ -421,3 +421,12 @@ fn every_default_is_valid_and_the_sample_round_trips() {
 fn sample_matches_golden_file() {
     expect_test::expect_file!["../../tests/golden/config-sample.conf"].assert_eq(&sample());
 }
+
+#[test]
+fn regression_utf8_bom_before_the_first_section() {
+    // Notepad writes a BOM; it used to be "comes before any [section] header".
+    let l = ok("\u{feff}[glance]\nswift_container = images\n");
+    assert_eq!(l.settings.options.glance.swift_container, "images");
+    let errs = errors("\u{feff}[glance]\nswift_store_multiple_containers_seed = 40\n");
+    assert!(errs[0].starts_with("ironboot.conf:2: "), "{}", errs[0]);
+}
