@@ -34,7 +34,7 @@ pub struct TempurlArgs {
     /// HMAC digest.
     #[arg(long, default_value = "sha256", value_parser = ["sha1", "sha256", "sha512"])]
     digest: String,
-    /// Read the key from this file (a trailing newline is ignored).
+    /// Read the key from this file (exactly one trailing newline is removed).
     #[arg(long = "key-file", value_name = "FILE", conflicts_with = "key")]
     key_file: Option<PathBuf>,
     /// Add `filename=NAME` (not signed): Swift sends it in Content-Disposition.
@@ -85,19 +85,14 @@ pub(super) fn run(
     let key = match (&args.key, &args.key_file) {
         (Some(k), None) => Secret::new(k.clone()),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::Usage(format!("--key-file {}: {e}", path.display())))?;
-            let k = text
-                .strip_suffix('\n')
-                .map(|t| t.strip_suffix('\r').unwrap_or(t))
-                .unwrap_or(&text);
-            if k.is_empty() {
-                return Err(CliError::Usage(format!(
-                    "--key-file {}: the file is empty",
-                    path.display()
-                )));
+            // The rule `serve` reads [glance] swift_temp_url_key_file by: one trailing
+            // newline is removed, nothing else.
+            let file = crate::config::read_secret_file(path)
+                .map_err(|e| CliError::Usage(format!("--key-file: {e}")))?;
+            if let Some(w) = file.warning {
+                writeln!(err, "WARNING: --key-file: {w}").ok();
             }
-            Secret::new(k)
+            file.secret
         }
         _ => {
             return Err(CliError::Usage(

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors};
 pub use options::{Options, option_specs};
-pub use secret::Secret;
+pub use secret::{Secret, SecretFile, read_secret_file};
 pub use validate::{DatabaseUrl, Settings, SwiftSettings};
 pub use value::AuthStrategy;
 

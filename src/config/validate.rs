@@ -144,27 +144,18 @@ pub struct Settings {
     pub api_token: Option<Secret>,
 }
 
-fn read_secret_file(option: &str, path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::option(
-            option,
-            format!(
-                "cannot read {}: {e}; check the path and its permissions",
-                path.display()
-            ),
-        )
-    })?;
-    let value = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
-    if value.is_empty() {
-        return Err(ConfigError::option(
-            option,
-            format!("{} is empty; put the secret in it", path.display()),
-        ));
+/// Reads a key or token file by [`super::secret::read_secret_file`]'s rule; its warning
+/// (whitespace kept at an end) names the option.
+fn read_secret_file(
+    option: &str,
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Secret, ConfigError> {
+    let file = super::secret::read_secret_file(path).map_err(|e| ConfigError::option(option, e))?;
+    if let Some(w) = file.warning {
+        warnings.push(format!("{option}: {w}"));
     }
-    Ok(Secret::new(value))
+    Ok(file.secret)
 }
 
 fn endpoint(option: &str, url: &str, prefix: &str) -> Result<Endpoint, ConfigError> {
@@ -220,13 +211,15 @@ pub(crate) fn validate(
         }
         (Some(k), None) if k.expose().is_empty() => None,
         (Some(k), None) => Some(k.clone()),
-        (None, Some(path)) => match read_secret_file("glance.swift_temp_url_key_file", path) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                errors.push(e);
-                None
+        (None, Some(path)) => {
+            match read_secret_file("glance.swift_temp_url_key_file", path, warnings) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
             }
-        },
+        }
         (None, None) => None,
     };
 
@@ -314,7 +307,7 @@ pub(crate) fn validate(
     let api = &options.api;
     let api_token = match api.auth_strategy {
         AuthStrategy::Token => match &api.token_file {
-            Some(path) => match read_secret_file("api.token_file", path) {
+            Some(path) => match read_secret_file("api.token_file", path, warnings) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     errors.push(e);
