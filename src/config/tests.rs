@@ -423,6 +423,222 @@ fn sample_matches_golden_file() {
 }
 
 #[test]
+fn new_options_have_their_defaults() {
+    let o = ok("").settings.options;
+    assert_eq!(o.default.graceful_shutdown_timeout, 60);
+    assert_eq!(o.api.header_timeout, 10);
+    assert_eq!(o.api.keepalive_timeout, 60);
+    assert_eq!(o.api.request_timeout, 60);
+    assert_eq!(o.api.max_connections, 0);
+    assert_eq!(o.api.max_limit, 1000);
+    assert_eq!(o.api.max_document_size, 65536);
+    assert_eq!(o.api.max_body_size, 1_048_576);
+    assert_eq!(o.httpboot.header_timeout, 30);
+    assert_eq!(o.httpboot.keepalive_timeout, 75);
+    assert_eq!(o.httpboot.max_connections, 0);
+}
+
+/// Every integer option, with the lowest and highest value it takes. A new integer option
+/// that is not listed here fails the test: give it a range.
+const RANGES: &[(&str, &str, u64, u64)] = &[
+    ("DEFAULT", "graceful_shutdown_timeout", 1, 3600),
+    ("ipxe", "download_attempts", 1, 50),
+    ("ipxe", "retry_max_delay", 1, 600),
+    ("pxe", "ipxe_timeout", 0, 3600),
+    ("glance", "swift_temp_url_duration", 1, 315_360_000),
+    (
+        "glance",
+        "swift_temp_url_expected_download_start_delay",
+        0,
+        315_360_000,
+    ),
+    ("glance", "swift_store_multiple_containers_seed", 0, 32),
+    ("database", "max_pool_size", 1, 1000),
+    ("api", "port", 1, 65535),
+    ("api", "header_timeout", 1, 3600),
+    ("api", "keepalive_timeout", 1, 3600),
+    ("api", "request_timeout", 1, 3600),
+    ("api", "max_connections", 0, 1 << 20),
+    ("api", "max_limit", 1, 100_000),
+    ("api", "max_document_size", 1024, 64 << 20),
+    ("api", "max_body_size", 1024, 64 << 20),
+    ("httpboot", "port", 1, 65535),
+    ("httpboot", "header_timeout", 1, 3600),
+    ("httpboot", "keepalive_timeout", 1, 3600),
+    ("httpboot", "max_connections", 0, 1 << 20),
+];
+
+#[test]
+fn every_integer_option_is_range_checked() {
+    for spec in option_specs()
+        .iter()
+        .filter(|s| s.type_name == "integer value")
+    {
+        assert!(
+            RANGES
+                .iter()
+                .any(|(s, n, _, _)| (*s, *n) == (spec.section, spec.name)),
+            "{} is an integer option without an entry in RANGES: give it a range check",
+            spec.key()
+        );
+    }
+    // ports differ from each other so that the listeners do not collide
+    let ports = "[api]\nport = 6385\n[httpboot]\nport = 8080\n";
+    for &(section, name, min, max) in RANGES {
+        let key = format!("{section}.{name}");
+        // the bounds are accepted (the document size stays below the body size)...
+        for good in [min, max] {
+            let extra = match (section, name) {
+                ("api", "max_document_size") => "max_body_size = 67108864\n",
+                ("api", "max_body_size") => "max_document_size = 1024\n",
+                ("glance", "swift_temp_url_expected_download_start_delay") => {
+                    "swift_temp_url_duration = 315360000\n"
+                }
+                ("api" | "httpboot", "port") => "",
+                _ => "",
+            };
+            let text = if name == "port" {
+                format!("[{section}]\n{name} = {good}\n")
+            } else {
+                format!("{ports}[{section}]\n{name} = {good}\n{extra}")
+            };
+            if let Err(e) = from_str(&text, Some(Path::new("ironboot.conf"))) {
+                panic!("{key} = {good} refused: {e}");
+            }
+        }
+        // ...and the values just outside them are refused with file:line and the range
+        let mut bad = vec![max + 1, u64::MAX];
+        if min > 0 {
+            bad.push(min - 1);
+        }
+        for value in bad {
+            let errs = errors(&format!("[{section}]\n\n{name} = {value}\n"));
+            assert!(
+                errs.iter().any(|e| e.starts_with(&format!(
+                    "ironboot.conf:3: {key}: invalid value \"{value}\": "
+                )) && (e.contains(&format!("between {min} and"))
+                    || e.contains("expected a whole number")
+                    || e.contains("TCP port"))),
+                "{key} = {value}: {errs:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn regression_huge_temp_url_duration_is_refused_before_it_overflows() {
+    // `now + duration` used to overflow for a duration near u64::MAX.
+    let errs = errors("[glance]\nswift_temp_url_duration = 18446744073709551615\n");
+    assert_eq!(
+        errs,
+        vec![
+            "ironboot.conf:2: glance.swift_temp_url_duration: invalid value \"18446744073709551615\": \
+             must be between 1 and 315360000 seconds (10 years)"
+        ]
+    );
+    let errs = errors("[api]\nmax_body_size = 128\n");
+    assert_eq!(
+        errs,
+        vec![
+            "ironboot.conf:2: api.max_body_size: invalid value \"128\": must be between 1024 and \
+             67108864 bytes (64 MiB)"
+        ]
+    );
+}
+
+#[test]
+fn regression_fallback_script_route_panics_serve() {
+    // `serve` used to build its boot router with a route made of this name: boot.ipxe
+    // overlapped the master script's route and panicked, `a{b` and `*x` are route
+    // patterns, `:x` too in older routers.
+    let uuid = "5f7b3a3e-4a7c-4d1e-9f5e-2b8a6c1d0e9f";
+    for name in [
+        "boot.ipxe",
+        "pxelinux.cfg",
+        "a{b",
+        "a}b",
+        "{mac}",
+        ":x",
+        "*x",
+        "x?y",
+        "x%41",
+        "a\\b",
+        "sub/inspector.ipxe",
+        "/inspector.ipxe",
+        ".hidden",
+        "..",
+        "#comment",
+        uuid,
+        "5f7b3a3e4a7c4d1e9f5e2b8a6c1d0e9f",
+        "a\u{7}b",
+        "tftp://10.0.0.1/x.ipxe",
+        "http://",
+        "http://h/x$${y}",
+    ] {
+        let text = format!("[ipxe]\n\nfallback_script = {name}\n");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{name:?}: {errs:?}");
+        let shown = name.replace("$$", "$");
+        assert!(
+            errs[0].starts_with(&format!(
+                "ironboot.conf:3: ipxe.fallback_script: invalid value {shown:?}: "
+            )) && errs[0].contains("name a file in deploy.http_root such as inspector.ipxe"),
+            "{name:?}: {}",
+            errs[0]
+        );
+    }
+    // the deprecated name is checked the same way, on its own line
+    let errs = errors("[pxe]\nipxe_fallback_script = boot.ipxe\n");
+    assert!(
+        errs[0].starts_with("ironboot.conf:2: pxe.ipxe_fallback_script: invalid value"),
+        "{}",
+        errs[0]
+    );
+    for good in [
+        "inspector.ipxe",
+        "inspector-v2_final.ipxe",
+        "boot.ipxe.bak",
+        "http://10.0.0.1/inspector.ipxe",
+        "https://boot.example.com:8443/a/b.ipxe?x=1&y=2",
+    ] {
+        let l = ok(&format!("[ipxe]\nfallback_script = {good}\n"));
+        assert_eq!(
+            l.settings.options.ipxe.fallback_script.as_deref(),
+            Some(good)
+        );
+    }
+}
+
+#[test]
+fn kernel_append_params_that_would_break_the_script_are_refused() {
+    for (value, needle) in [
+        ("console=ttyS0 || reboot", "||"),
+        ("a && b", "||"),
+        ("a ; b", "||"),
+        // $$ is the file's spelling of a literal $
+        ("root=$${root}", "${"),
+        ("quiet #comment", "start with #"),
+        ("a\n  b", "single line"),
+    ] {
+        let text = format!("[pxe]\n\nkernel_append_params = {value}\n");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{value:?}: {errs:?}");
+        let shown = value.replace("\n  ", "\n").replace("$$", "$");
+        assert!(
+            errs[0].starts_with(&format!(
+                "ironboot.conf:3: pxe.kernel_append_params: invalid value {shown:?}: "
+            )) && errs[0].contains(needle),
+            "{value:?}: {}",
+            errs[0]
+        );
+    }
+    let long = "x".repeat(2049);
+    assert!(errors(&format!("[pxe]\nkernel_append_params = {long}\n"))[0].contains("2048"));
+    ok("[pxe]\nkernel_append_params = console=ttyS0,115200n8 a|b a#b ip=dhcp\n");
+    ok("[pxe]\nkernel_append_params =\n");
+}
+
+#[test]
 fn regression_utf8_bom_before_the_first_section() {
     // Notepad writes a BOM; it used to be "comes before any [section] header".
     let l = ok("\u{feff}[glance]\nswift_container = images\n");
