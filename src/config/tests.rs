@@ -147,7 +147,14 @@ fn duration_must_cover_the_start_delay() {
         "[glance]\nswift_temp_url_duration = 15\nswift_temp_url_expected_download_start_delay = 1000\n",
     );
     assert_eq!(errs.len(), 1);
-    assert!(errs[0].starts_with("glance.swift_temp_url_duration: 15 is less than glance.swift_temp_url_expected_download_start_delay (1000)"), "{}", errs[0]);
+    assert!(errs[0].starts_with("ironboot.conf:2: glance.swift_temp_url_duration: 15 is less than glance.swift_temp_url_expected_download_start_delay (1000)"), "{}", errs[0]);
+    // the delay's line when only the delay is set
+    let errs = errors("[glance]\n\nswift_temp_url_expected_download_start_delay = 1201\n");
+    assert!(
+        errs[0].starts_with("ironboot.conf:3: glance.swift_temp_url_duration: 1200 is less"),
+        "{}",
+        errs[0]
+    );
     ok(
         "[glance]\nswift_temp_url_duration = 1000\nswift_temp_url_expected_download_start_delay = 1000\n",
     );
@@ -187,8 +194,9 @@ fn key_file_is_read_and_conflicts_with_key() {
     );
     let errs = errors(&missing);
     assert!(
-        errs.iter()
-            .any(|e| e.starts_with("glance.swift_temp_url_key_file: cannot read /nonexistent/key")),
+        errs.iter().any(|e| e.starts_with(
+            "ironboot.conf:6: glance.swift_temp_url_key_file: cannot read /nonexistent/key"
+        )),
         "{errs:?}"
     );
 
@@ -310,7 +318,9 @@ fn database_urls() {
 fn noauth_is_refused_off_loopback_unless_allowed() {
     let errs = errors("[api]\nhost_ip = 0.0.0.0\n");
     assert!(
-        errs[0].starts_with("api.auth_strategy: noauth on the non-loopback address 0.0.0.0"),
+        errs[0].starts_with(
+            "ironboot.conf:2: api.auth_strategy: noauth on the non-loopback address 0.0.0.0"
+        ),
         "{}",
         errs[0]
     );
@@ -547,6 +557,27 @@ fn regression_huge_temp_url_duration_is_refused_before_it_overflows() {
 }
 
 #[test]
+fn body_size_must_hold_a_document() {
+    let errs = errors("[api]\nmax_document_size = 100000\n\nmax_body_size = 99999\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "ironboot.conf:4: api.max_body_size: 99999 is less than api.max_document_size (100000)"
+        ),
+        "{}",
+        errs[0]
+    );
+    // only the document size set: its line
+    let errs = errors("[api]\nmax_document_size = 2000000\n");
+    assert!(
+        errs[0].starts_with("ironboot.conf:2: api.max_body_size: 1048576 is less"),
+        "{}",
+        errs[0]
+    );
+    ok("[api]\nmax_document_size = 2000000\nmax_body_size = 2000000\n");
+}
+
+#[test]
 fn regression_fallback_script_route_panics_serve() {
     // `serve` used to build its boot router with a route made of this name: boot.ipxe
     // overlapped the master script's route and panicked, `a{b` and `*x` are route
@@ -638,6 +669,223 @@ fn kernel_append_params_that_would_break_the_script_are_refused() {
     ok("[pxe]\nkernel_append_params =\n");
 }
 
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn templates_are_read_compiled_and_rendered_by_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    // defaults: the built-in templates
+    let l = ok("");
+    assert!(l.settings.templates.boot_script.is_none());
+    assert!(l.settings.templates.node_template.is_none());
+
+    // good files: their contents end up in the settings
+    let boot = write(
+        dir.path(),
+        "boot.j2",
+        "#!ipxe\n{% if fallback_script %}chain {{ fallback_script }}{% endif %}\n",
+    );
+    let node = write(dir.path(), "node.j2", crate::ipxe::DEFAULT_NODE_TEMPLATE);
+    let l = ok(&format!(
+        "[ipxe]\nfallback_script = inspector.ipxe\n[pxe]\nipxe_boot_script = {}\nipxe_config_template = {}\n",
+        boot.display(),
+        node.display()
+    ));
+    assert_eq!(
+        l.settings.templates.boot_script.as_deref(),
+        Some(std::fs::read_to_string(&boot).unwrap().as_str())
+    );
+    assert_eq!(
+        l.settings.templates.node_template.as_deref(),
+        Some(crate::ipxe::DEFAULT_NODE_TEMPLATE)
+    );
+
+    // a template that does not compile, on its own line
+    let broken = write(dir.path(), "broken.j2", "{% if %}");
+    for option in ["ipxe_boot_script", "ipxe_config_template"] {
+        let errs = errors(&format!("[pxe]\n\n{option} = {}\n", broken.display()));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(&format!(
+                "ironboot.conf:3: pxe.{option}: the template {} does not compile",
+                broken.display()
+            )) && errs[0].contains("remove the option to use the built-in one"),
+            "{}",
+            errs[0]
+        );
+    }
+    // a missing file
+    let errs = errors("[pxe]\nipxe_config_template = /nonexistent/node.j2\n");
+    assert!(
+        errs[0].starts_with(
+            "ironboot.conf:2: pxe.ipxe_config_template: cannot read the template /nonexistent/node.j2: "
+        ),
+        "{}",
+        errs[0]
+    );
+    // a node template that compiles but fails on the sample values (undefined variable)
+    let undefined = write(dir.path(), "undef.j2", "#!ipxe\n{{ no_such_variable }}\n");
+    let errs = errors(&format!(
+        "[pxe]\nipxe_config_template = {}\n",
+        undefined.display()
+    ));
+    assert!(
+        errs[0].starts_with("ironboot.conf:2: pxe.ipxe_config_template:")
+            && errs[0].contains("no_such_variable"),
+        "{}",
+        errs[0]
+    );
+    // a master template that renders with the sample fallback but not without one
+    let needs_fallback = write(
+        dir.path(),
+        "needs.j2",
+        "#!ipxe\nchain {{ fallback_script[0] }}\n",
+    );
+    let errs = errors(&format!(
+        "[pxe]\n\nipxe_boot_script = {}\n",
+        needs_fallback.display()
+    ));
+    assert!(
+        errs[0].starts_with("ironboot.conf:3: pxe.ipxe_boot_script:")
+            && errs[0].contains("ipxe.fallback_script = <None>"),
+        "{}",
+        errs[0]
+    );
+    ok(&format!(
+        "[ipxe]\nfallback_script = inspector.ipxe\n[pxe]\nipxe_boot_script = {}\n",
+        needs_fallback.display()
+    ));
+}
+
+#[test]
+fn errors_of_rules_across_options_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = write(dir.path(), "key", "k\n");
+    for (text, expected) in [
+        (
+            "[glance]\n\nswift_endpoint_url = ftp://swift\n",
+            "ironboot.conf:3: glance.swift_endpoint_url: invalid value \"ftp://swift\"",
+        ),
+        (
+            "[glance]\nswift_internal_endpoint_url = http://u:p@swift\n",
+            "ironboot.conf:2: glance.swift_internal_endpoint_url: invalid value",
+        ),
+        (
+            "[glance]\n\n\nswift_container = a/b\n",
+            "ironboot.conf:4: glance.swift_container: invalid value \"a/b\"",
+        ),
+        (
+            "[glance]\nswift_api_version = v1 x\n",
+            "ironboot.conf:2: glance.swift_api_version: invalid value",
+        ),
+        (
+            "[glance]\nswift_account = AUTH/x\n",
+            "ironboot.conf:2: glance.swift_account: invalid value",
+        ),
+        (
+            "[database]\n\nconnection = mysql://u:p@h/db\n",
+            "ironboot.conf:3: database.connection: invalid value: MySQL",
+        ),
+        (
+            "[api]\n\nport = 7000\n[httpboot]\nport = 7000\n",
+            "ironboot.conf:5: httpboot.port: 7000 is also api.port",
+        ),
+        (
+            "[httpboot]\n\n\nport = 6385\n",
+            "ironboot.conf:4: httpboot.port: 6385 is also api.port",
+        ),
+        (
+            "[api]\n\nauth_strategy = token\n",
+            "ironboot.conf:3: api.token_file: is required when api.auth_strategy = token",
+        ),
+        (
+            "[ipxe]\n\nuse_swift = true\n",
+            "ironboot.conf:3: glance.swift_endpoint_url: is required",
+        ),
+        (
+            &format!(
+                "[glance]\nswift_temp_url_key = k\n\nswift_temp_url_key_file = {}\n",
+                key.display()
+            ),
+            "ironboot.conf:4: glance.swift_temp_url_key_file: is set together with",
+        ),
+    ] {
+        let errs = errors(text);
+        assert!(
+            errs.iter().any(|e| e.starts_with(expected)),
+            "{text:?}: expected {expected:?} in {errs:?}"
+        );
+    }
+    // without a file there is no location, only the option
+    let err = from_str("[glance]\nswift_container = a/b\n", None).unwrap_err();
+    assert!(
+        err.0[0].to_string().starts_with("glance.swift_container: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn regression_token_file_with_two_newlines_locks_everyone_out() {
+    // A token file written as `tok\n\n` used to give the token `tok\n`, which the server
+    // then required and no client sent. The token is kept as it is (oslo's rule: one
+    // trailing newline is removed), and `config check` and `serve` warn, with the line.
+    let dir = tempfile::tempdir().unwrap();
+    let tok = write(dir.path(), "token", "tok-123\n\n");
+    let l = ok(&format!(
+        "[api]\nauth_strategy = token\n\ntoken_file = {}\n",
+        tok.display()
+    ));
+    assert_eq!(l.settings.api_token.unwrap().expose(), "tok-123\n");
+    let w = l.warnings.join("\n");
+    assert!(
+        w.contains(&format!(
+            "ironboot.conf:4: api.token_file: the secret in {} has whitespace at the end",
+            tok.display()
+        )),
+        "{w}"
+    );
+    assert!(!w.contains("tok-123"), "{w}");
+
+    // the same rule for the temp-URL key file, and CRLF files are fine
+    let key = write(dir.path(), "key", "from-file\r\n");
+    let l = ok(&SWIFT.replace(
+        "swift_temp_url_key = s3cr3t-key\n",
+        &format!("swift_temp_url_key_file = {}\n", key.display()),
+    ));
+    assert_eq!(l.settings.swift.unwrap().key.expose(), "from-file");
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    std::fs::write(&key, " from-file\n").unwrap();
+    let l = ok(&SWIFT.replace(
+        "swift_temp_url_key = s3cr3t-key\n",
+        &format!("swift_temp_url_key_file = {}\n", key.display()),
+    ));
+    assert_eq!(l.settings.swift.unwrap().key.expose(), " from-file");
+    assert!(
+        l.warnings.iter().any(
+            |w| w.contains("glance.swift_temp_url_key_file: the secret in")
+                && w.contains("at the start")
+        ),
+        "{:?}",
+        l.warnings
+    );
+
+    // only whitespace: an error
+    std::fs::write(&tok, "\n\n").unwrap();
+    let errs = errors(&format!(
+        "[api]\nauth_strategy = token\ntoken_file = {}\n",
+        tok.display()
+    ));
+    assert!(
+        errs[0].starts_with("ironboot.conf:3: api.token_file: ")
+            && errs[0].contains("only whitespace"),
+        "{errs:?}"
+    );
+}
+
 #[test]
 fn regression_utf8_bom_before_the_first_section() {
     // Notepad writes a BOM; it used to be "comes before any [section] header".
@@ -645,4 +893,85 @@ fn regression_utf8_bom_before_the_first_section() {
     assert_eq!(l.settings.options.glance.swift_container, "images");
     let errs = errors("\u{feff}[glance]\nswift_store_multiple_containers_seed = 40\n");
     assert!(errs[0].starts_with("ironboot.conf:2: "), "{}", errs[0]);
+}
+
+#[test]
+fn url_redaction_keeps_everything_but_the_password() {
+    use validate::redact_url_password as r;
+    for (url, expected) in [
+        (
+            "postgres://ironic:pgpass@127.0.0.1/ironic",
+            "postgres://ironic:<redacted>@127.0.0.1/ironic",
+        ),
+        (
+            "postgres://u:p@[::1]:5432/db?sslmode=require",
+            "postgres://u:<redacted>@[::1]:5432/db?sslmode=require",
+        ),
+        ("postgres://u:p@ss@h/db", "postgres://u:<redacted>@h/db"),
+        ("postgres://u:p%40x@h/db", "postgres://u:<redacted>@h/db"),
+        ("postgres://u:p@h", "postgres://u:<redacted>@h"),
+        (
+            "postgres://h/db?password=p&x=1#frag",
+            "postgres://h/db?password=<redacted>&x=1#frag",
+        ),
+        (
+            "postgres:///db?host=/run/pg&password=p",
+            "postgres:///db?host=/run/pg&password=<redacted>",
+        ),
+        (
+            "postgres://u:p@h/db?password=q",
+            "postgres://u:<redacted>@h/db?password=<redacted>",
+        ),
+        ("postgres://u@h/db", "postgres://u@h/db"),
+        (
+            "postgres://h/db?sslmode=disable",
+            "postgres://h/db?sslmode=disable",
+        ),
+        ("nonsense", "nonsense"),
+        // not a URL the url crate (or sqlx) reads: nothing after the scheme is shown
+        ("postgres://u:p/ss@h/db", "postgres://<redacted>"),
+        ("postgres://u:secret@h:99999/db", "postgres://<redacted>"),
+    ] {
+        assert_eq!(r(url), expected, "{url}");
+    }
+}
+
+#[test]
+fn swift_endpoints_are_checked_with_the_url_crate() {
+    for (value, expected) in [
+        ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+        (
+            "https://rgw.example.com/swift",
+            "https://rgw.example.com/swift",
+        ),
+        ("http://[fd00::5]:8080", "http://[fd00::5]:8080"),
+        // kept as written: the url crate's normalisation does not leak into the URLs
+        ("http://Swift:80", "http://Swift:80"),
+    ] {
+        let l = ok(&SWIFT.replace("http://127.0.0.1:8080", value));
+        assert_eq!(l.settings.swift.unwrap().public_endpoint.as_str(), expected);
+    }
+    for bad in [
+        "ftp://h",
+        "h:8080",
+        "http://",
+        "http:///x",
+        "http:h",
+        "HTTP://h",
+        "http://h/?a",
+        "http://h/#f",
+        "http://u:p@h",
+        "http://@h",
+        "http://h:99999",
+        "http://[::1",
+        "http://h\\x",
+    ] {
+        let errs = errors(&SWIFT.replace("http://127.0.0.1:8080", bad));
+        assert!(
+            errs.iter().any(|e| e.starts_with(&format!(
+                "ironboot.conf:4: glance.swift_endpoint_url: invalid value {bad:?}"
+            ))),
+            "{bad}: {errs:?}"
+        );
+    }
 }
