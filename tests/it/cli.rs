@@ -1,7 +1,10 @@
 //! The `ironboot` binary: exit codes, `serve` start-up and shutdown, and the `node`
 //! commands against a running server.
 
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -13,16 +16,136 @@ fn ironboot() -> Command {
     let mut c = Command::new(ironboot_bin());
     c.env_remove("IRONBOOT_CONFIG")
         .env_remove("IRONBOOT_URL")
-        .env_remove("IRONBOOT_TOKEN_FILE");
+        .env_remove("IRONBOOT_TOKEN_FILE")
+        .env_remove("IRONBOOT_TEMP_URL_KEY");
     c
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// A port that was free a moment ago. Another process may take it before `serve` binds
+/// it: use it only through [`start_serve`], which starts again on new ports when that
+/// happens.
+fn probably_free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A loopback port that refuses connections for as long as the socket lives: it is
+/// bound, so nothing else can take it, and it does not listen.
+fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
+/// A `serve` that logged `ironboot serving`, with the addresses it logged and a thread
+/// collecting the rest of its stderr.
+struct Serving {
+    child: Child,
+    api: String,
+    boot: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Serving {
+    /// Waits for the process to exit (after a signal) and returns its status and log.
+    fn wait(mut self, within: Duration) -> (ExitStatus, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > within {
+                self.child.kill().ok();
+                panic!(
+                    "serve did not stop within {within:?}:\n{}",
+                    self.log.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.reader.join().unwrap();
+        let log = self.log.lock().unwrap().clone();
+        (status, log)
+    }
+}
+
+/// The value of `field=` in a log line.
+fn log_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(field)?.strip_prefix('='))
+}
+
+/// Starts `serve` with `command(api_port, boot_port)` and waits for its `ironboot serving`
+/// line. Picking free ports by binding and releasing them races with every other process;
+/// when `serve` then cannot listen because a port was taken meanwhile, it is started again
+/// on new ports. Any other exit is a failure.
+fn start_serve(mut command: impl FnMut(u16, u16) -> Command) -> Serving {
+    for _ in 0..5 {
+        let (api, boot) = (probably_free_port(), probably_free_port());
+        if api == boot {
+            continue;
+        }
+        let mut child = command(api, boot)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        let reader = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    log.lock().unwrap().push_str(&format!("{line}\n"));
+                    let _ = tx.send(line);
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains("ironboot serving") => {
+                    let api_addr = log_field(&line, "api").expect("api= in the log line");
+                    let boot_addr = log_field(&line, "boot").expect("boot= in the log line");
+                    assert_eq!(api_addr, format!("127.0.0.1:{api}"), "{line}");
+                    assert_eq!(boot_addr, format!("127.0.0.1:{boot}"), "{line}");
+                    return Serving {
+                        api: api_addr.to_string(),
+                        boot: boot_addr.to_string(),
+                        child,
+                        log,
+                        reader,
+                    };
+                }
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().unwrap();
+                    reader.join().unwrap();
+                    let log = log.lock().unwrap().clone();
+                    if log.contains("cannot listen on") && log.contains("in use") {
+                        eprintln!("a port was taken before serve bound it; new ports: {log}");
+                        break;
+                    }
+                    panic!("serve exited ({status}) before serving:\n{log}");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    child.kill().ok();
+                    panic!(
+                        "serve did not log `ironboot serving` within 30 s:\n{}",
+                        log.lock().unwrap()
+                    );
+                }
+            }
+        }
+    }
+    panic!("serve could not bind free ports in 5 attempts");
 }
 
 #[test]
@@ -73,9 +196,14 @@ fn invalid_config_exits_64_naming_the_option() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("pxe.ipxe_config_template: template node.ipxe:")
+        err.contains(&format!(
+            "{}:4: pxe.ipxe_config_template: the template {}/node.j2 does not compile",
+            conf.display(),
+            dir.path().display()
+        )) && err.contains("template node.ipxe:"),
+        "{err}"
     );
     // a missing config file named on the command line is an error, not the defaults
     let out = ironboot()
@@ -129,49 +257,48 @@ fn serve_runs_without_root_and_stops_on_sigterm() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    let (api, boot) = (free_port(), free_port());
-    // Ports are the only thing set, through a config file nobody can read; everything else
-    // is a default.
-    let conf = home.path().join("ports.conf");
-    std::fs::write(
-        &conf,
-        format!("[api]\nport = {api}\n[httpboot]\nport = {boot}\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let as_root = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false);
-    let mut cmd = if as_root {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(ironboot_bin());
-        c
-    } else {
-        Command::new(ironboot_bin())
-    };
     let state = home.path().join("xdg-state");
-    let mut child = cmd
-        .env_remove("IRONBOOT_CONFIG")
-        .env("HOME", home.path())
-        .env("XDG_STATE_HOME", &state)
-        .arg("--config")
-        .arg(&conf)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    // Ports are the only thing set, through a config file nobody can read; everything else
+    // is a default.
+    let conf = home.path().join("ports.conf");
+    let serving = start_serve(|api, boot| {
+        std::fs::write(
+            &conf,
+            format!("[api]\nport = {api}\n[httpboot]\nport = {boot}\n"),
+        )
         .unwrap();
+        std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let mut cmd = if as_root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(ironboot_bin());
+            c
+        } else {
+            Command::new(ironboot_bin())
+        };
+        cmd.env_remove("IRONBOOT_CONFIG")
+            .env("HOME", home.path())
+            .env("XDG_STATE_HOME", &state)
+            .arg("--config")
+            .arg(&conf)
+            .arg("serve");
+        cmd
+    });
+    let (api, boot) = (serving.api.clone(), serving.boot.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     let healthy = loop {
-        if let Ok(r) = reqwest::blocking::get(format!("http://127.0.0.1:{api}/healthz")) {
+        if let Ok(r) = reqwest::blocking::get(format!("http://{api}/healthz")) {
             break r.status().is_success();
         }
         assert!(Instant::now() < deadline, "serve did not come up");
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(healthy);
-    let master = reqwest::blocking::get(format!("http://127.0.0.1:{boot}/boot.ipxe"))
+    let master = reqwest::blocking::get(format!("http://{boot}/boot.ipxe"))
         .unwrap()
         .text()
         .unwrap();
@@ -183,22 +310,10 @@ fn serve_runs_without_root_and_stops_on_sigterm() {
     assert!(state.join("ironboot/httpboot/boot.ipxe").exists());
 
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &serving.child.id().to_string()])
         .status()
         .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "serve did not stop within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut log = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let (status, log) = serving.wait(Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{log}");
     assert!(
         !log.contains('\u{1b}'),
@@ -304,14 +419,10 @@ async fn node_commands_drive_the_api() {
     s.stop().await;
 
     // an API that is not there is a clear error
-    let out = tokio::task::spawn_blocking(|| {
+    let (_socket, port) = refusing_port();
+    let out = tokio::task::spawn_blocking(move || {
         ironboot()
-            .args([
-                "node",
-                "--url",
-                &format!("http://127.0.0.1:{}", free_port()),
-                "list",
-            ])
+            .args(["node", "--url", &format!("http://127.0.0.1:{port}"), "list"])
             .output()
             .unwrap()
     })
