@@ -14,10 +14,11 @@
 #   fmt            cargo fmt --all -- --check
 #   clippy         cargo clippy --all-targets -- -D warnings
 #   test           cargo test --all-targets        (needs swift-start and pg-start)
-#   e2e            scripts/e2e-ipxe.sh, when it exists and is executable
-#                                                  (needs swift-start and pg-start)
+#   e2e            scripts/e2e-ipxe.sh           (needs swift-start and pg-start);
+#                  missing or not executable: NOT RUN, a failure
 # Every service it started is stopped again, by PID, on exit, failure, Ctrl-C or
-# SIGTERM.  Exit status: 0 only when every phase passed (or was deliberately skipped).
+# SIGTERM.  Exit status: 0 only when every phase passed or was skipped on request
+# (IRONBOOT_TEST_SKIP_APT=1, IRONBOOT_TEST_SKIP_E2E=1); the summary names each skip.
 #
 # Exported to cargo test and e2e (integration tests in tests/it read them):
 #   SWIFT_AIO_DIR SWIFT_AIO_VENV SWIFT_AIO_PROXY_URL SWIFT_AIO_AUTH_URL
@@ -29,7 +30,7 @@
 # Knobs:
 #   IRONBOOT_TEST_DIR (/tmp/ironboot-test)  venv/, swift/, pg/, logs/ live here
 #   IRONBOOT_TEST_SKIP_APT=1   never call apt-get (also passed on to the service scripts)
-#   IRONBOOT_TEST_SKIP_E2E=1   do not run scripts/e2e-ipxe.sh
+#   IRONBOOT_TEST_SKIP_E2E=1   do not run scripts/e2e-ipxe.sh (the only way to skip it)
 #   IRONBOOT_TEST_TIMEOUT (1380)  overall budget in seconds; a phase still running
 #                              then is killed and counts as failed
 #   SWIFT_AIO_VENV             use this venv instead of $IRONBOOT_TEST_DIR/venv
@@ -259,7 +260,15 @@ cleanup() {
     if [ -n "$INTERRUPTED" ]; then
         say "RESULT: INTERRUPTED (SIG$INTERRUPTED)"
     elif [ "$rc" = 0 ]; then
-        say "RESULT: OK"
+        local skipped=()
+        for i in "${!PH_NAMES[@]}"; do
+            case "${PH_STATUS[$i]}" in skipped*) skipped+=("${PH_NAMES[$i]}") ;; esac
+        done
+        if [ "${#skipped[@]}" != 0 ]; then
+            say "RESULT: OK, but skipped on request: ${skipped[*]}"
+        else
+            say "RESULT: OK"
+        fi
     else
         say "RESULT: FAILED (${FAILED[*]:-exit status $rc})"
     fi
@@ -274,7 +283,7 @@ trap 'on_signal HUP 129' HUP
 # ---------------------------------------------------------------- run
 say "repo $ROOT, IRONBOOT_TEST_DIR=$TD, venv $VENV"
 if [ "${IRONBOOT_TEST_SKIP_APT:-0}" = 1 ]; then
-    skip apt "IRONBOOT_TEST_SKIP_APT=1"
+    skip apt "ON REQUEST (IRONBOOT_TEST_SKIP_APT=1): packages not checked"
 else
     phase apt apt_phase
 fi
@@ -307,12 +316,14 @@ else
 fi
 
 E2E=scripts/e2e-ipxe.sh
+# Only an explicit request skips the end-to-end test; a missing or non-executable
+# script is a failure, never a silent pass.
 if [ "${IRONBOOT_TEST_SKIP_E2E:-0}" = 1 ]; then
-    skip e2e "IRONBOOT_TEST_SKIP_E2E=1"
+    skip e2e "ON REQUEST (IRONBOOT_TEST_SKIP_E2E=1): the iPXE end-to-end test did not run"
 elif [ ! -e "$E2E" ]; then
-    skip e2e "$E2E does not exist yet"
+    not_run e2e "$E2E is missing"
 elif [ ! -x "$E2E" ]; then
-    skip e2e "WARNING: $E2E exists but is not executable"
+    not_run e2e "$E2E is not executable (chmod +x $E2E)"
 elif [ "$SERVICES_OK" != 1 ]; then
     not_run e2e "Swift or PostgreSQL did not start"
 else

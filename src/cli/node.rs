@@ -235,11 +235,15 @@ fn node_path(node: &str) -> String {
 }
 
 pub(super) fn run(args: NodeArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let token = match &args.token_file {
+    let token: Option<Secret> = match &args.token_file {
         Some(path) => {
-            let t = std::fs::read_to_string(path)
-                .map_err(|e| CliError::Usage(format!("--token-file {}: {e}", path.display())))?;
-            Some(Secret::new(t.trim_end_matches(['\n', '\r'])))
+            // The rule `serve` reads [api] token_file by, so both sides get the same token.
+            let file = crate::config::read_secret_file(path)
+                .map_err(|e| CliError::Usage(format!("--token-file: {e}")))?;
+            if let Some(w) = file.warning {
+                eprintln!("warning: --token-file: {w}");
+            }
+            Some(file.secret)
         }
         None => None,
     };

@@ -34,7 +34,7 @@ pub struct TempurlArgs {
     /// HMAC digest.
     #[arg(long, default_value = "sha256", value_parser = ["sha1", "sha256", "sha512"])]
     digest: String,
-    /// Read the key from this file (a trailing newline is ignored).
+    /// Read the key from this file (exactly one trailing newline is removed).
     #[arg(long = "key-file", value_name = "FILE", conflicts_with = "key")]
     key_file: Option<PathBuf>,
     /// Add `filename=NAME` (not signed): Swift sends it in Content-Disposition.
@@ -61,20 +61,31 @@ pub struct TempurlArgs {
     key: Option<String>,
 }
 
-/// The local-time conversion `time.mktime` does for the zone-less ISO forms. Works only while
-/// the process is single-threaded, which it is when this command runs.
-fn local_to_unix(t: expiry::CivilTime) -> Result<i64, String> {
+/// `time.mktime` for the zone-less ISO forms: the Unix time at which the civil time `t`
+/// is shown in a zone whose offset east of UTC, in seconds, at a given Unix time is
+/// `offset_at(unix)`. Like mktime, it looks the offset up twice, so that a time on the other
+/// side of a daylight-saving change from its UTC reading gets that side's offset.
+fn civil_to_unix(
+    t: expiry::CivilTime,
+    offset_at: &dyn Fn(i64) -> Result<i64, String>,
+) -> Result<i64, String> {
     let as_utc = t.as_utc();
-    let offset_at = |unix: i64| -> Result<i64, String> {
-        let at = time::OffsetDateTime::from_unix_timestamp(unix).map_err(|e| e.to_string())?;
-        time::UtcOffset::local_offset_at(at)
-            .map(|o| i64::from(o.whole_seconds()))
-            .map_err(|_| {
-                "the local time zone is unknown; add Z to give the time in UTC".to_string()
-            })
-    };
     let guess = as_utc - offset_at(as_utc)?;
     Ok(as_utc - offset_at(guess)?)
+}
+
+/// The offset of this machine's time zone (`TZ`, `/etc/localtime`) at `unix`. The `time`
+/// crate gives it only while the process is single-threaded, which it is when this command
+/// runs (see `cli::run`).
+fn local_offset_at(unix: i64) -> Result<i64, String> {
+    let at = time::OffsetDateTime::from_unix_timestamp(unix).map_err(|e| e.to_string())?;
+    time::UtcOffset::local_offset_at(at)
+        .map(|o| i64::from(o.whole_seconds()))
+        .map_err(|_| "the local time zone is unknown; add Z to give the time in UTC".to_string())
+}
+
+fn local_to_unix(t: expiry::CivilTime) -> Result<i64, String> {
+    civil_to_unix(t, &local_offset_at)
 }
 
 pub(super) fn run(
@@ -85,19 +96,14 @@ pub(super) fn run(
     let key = match (&args.key, &args.key_file) {
         (Some(k), None) => Secret::new(k.clone()),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::Usage(format!("--key-file {}: {e}", path.display())))?;
-            let k = text
-                .strip_suffix('\n')
-                .map(|t| t.strip_suffix('\r').unwrap_or(t))
-                .unwrap_or(&text);
-            if k.is_empty() {
-                return Err(CliError::Usage(format!(
-                    "--key-file {}: the file is empty",
-                    path.display()
-                )));
+            // The rule `serve` reads [glance] swift_temp_url_key_file by: one trailing
+            // newline is removed, nothing else.
+            let file = crate::config::read_secret_file(path)
+                .map_err(|e| CliError::Usage(format!("--key-file: {e}")))?;
+            if let Some(w) = file.warning {
+                writeln!(err, "WARNING: --key-file: {w}").ok();
             }
-            Secret::new(k)
+            file.secret
         }
         _ => {
             return Err(CliError::Usage(
@@ -193,24 +199,76 @@ mod tests {
         assert_eq!(split_origin("http://h"), (None, "http://h"));
     }
 
+    const NOON: expiry::CivilTime = expiry::CivilTime {
+        year: 2026,
+        month: 11,
+        day: 26,
+        hour: 12,
+        minute: 0,
+        second: 0,
+    };
+
     #[test]
-    fn utc_local_conversion_matches_the_offset() {
-        // The test process may be multi-threaded, in which case the zone is unknown; both
-        // outcomes are acceptable, a wrong number is not.
-        let t = expiry::CivilTime {
-            year: 2026,
-            month: 11,
-            day: 26,
-            hour: 12,
-            minute: 0,
-            second: 0,
-        };
-        if let Ok(unix) = local_to_unix(t) {
-            let offset = time::UtcOffset::local_offset_at(
-                time::OffsetDateTime::from_unix_timestamp(unix).unwrap(),
-            )
-            .unwrap();
-            assert_eq!(unix + i64::from(offset.whole_seconds()), t.as_utc());
+    fn civil_times_are_read_in_the_given_zone() {
+        let t = NOON.as_utc();
+        for (offset, expected) in [(0, t), (9 * 3600, t - 9 * 3600), (-5 * 3600, t + 5 * 3600)] {
+            assert_eq!(
+                civil_to_unix(NOON, &|_| Ok(offset)),
+                Ok(expected),
+                "UTC{offset:+}"
+            );
         }
+        // a half-hour zone (India)
+        assert_eq!(civil_to_unix(NOON, &|_| Ok(19_800)), Ok(t - 19_800));
+    }
+
+    /// US Eastern in 2026: UTC-4 from 8 March 07:00 UTC to 1 November 06:00 UTC, else UTC-5.
+    fn new_york(unix: i64) -> Result<i64, String> {
+        let dst = 1_772_953_200..1_793_512_800;
+        Ok(if dst.contains(&unix) {
+            -4 * 3600
+        } else {
+            -5 * 3600
+        })
+    }
+
+    #[test]
+    fn daylight_saving_time_uses_the_offset_of_that_day() {
+        let summer = expiry::CivilTime { month: 7, ..NOON };
+        assert_eq!(
+            civil_to_unix(summer, &new_york),
+            Ok(summer.as_utc() + 4 * 3600)
+        );
+        assert_eq!(civil_to_unix(NOON, &new_york), Ok(NOON.as_utc() + 5 * 3600));
+        // The UTC reading of these clock times is on the other side of the change from the
+        // instants themselves: one look-up would be an hour off, mktime's second one is not.
+        let after_fall_back = expiry::CivilTime {
+            month: 11,
+            day: 1,
+            hour: 3,
+            ..NOON
+        };
+        assert_eq!(
+            civil_to_unix(after_fall_back, &new_york),
+            Ok(after_fall_back.as_utc() + 5 * 3600)
+        );
+        let after_spring_forward = expiry::CivilTime {
+            month: 3,
+            day: 8,
+            hour: 5,
+            ..NOON
+        };
+        assert_eq!(
+            civil_to_unix(after_spring_forward, &new_york),
+            Ok(after_spring_forward.as_utc() + 4 * 3600)
+        );
+    }
+
+    #[test]
+    fn an_unknown_zone_is_an_error_not_utc() {
+        assert_eq!(
+            civil_to_unix(NOON, &|_| Err("zone unknown".into())),
+            Err("zone unknown".into())
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! * Lines starting with `#` or `;` are comments. An inline `#` is part of the value, as in
 //!   oslo.config (so a key may contain `#`).
 //! * An indented line continues the previous value (joined with `\n`).
+//! * A UTF-8 byte order mark at the start is skipped.
 //! * A repeated option keeps the last value (oslo.config does the same for single values);
 //!   the earlier line is reported as a warning by the caller.
 
@@ -37,6 +38,9 @@ pub struct SyntaxError {
 
 impl RawConfig {
     pub fn parse(text: &str) -> Result<RawConfig, SyntaxError> {
+        // A UTF-8 byte order mark (Windows editors write one) is not text; oslo.config skips
+        // it too.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut raw = RawConfig::default();
         let mut section: Option<String> = None;
         let mut last: Option<(String, String)> = None;
@@ -178,6 +182,19 @@ mod tests {
     fn empty_values_are_kept() {
         let raw = RawConfig::parse("[glance]\nswift_account =\n").unwrap();
         assert_eq!(raw.get("glance", "swift_account").unwrap().value, "");
+    }
+
+    #[test]
+    fn regression_utf8_bom_is_skipped() {
+        // A BOM used to make the first line "come before any [section] header".
+        let raw = RawConfig::parse("\u{feff}[ipxe]\nuse_swift = true\n").unwrap();
+        assert_eq!(raw.get("ipxe", "use_swift").unwrap().value, "true");
+        assert_eq!(raw.get("ipxe", "use_swift").unwrap().line, 2);
+        // only at the very start
+        assert!(
+            RawConfig::parse("[ipxe]\n\u{feff}use_swift = true\n")
+                .is_ok_and(|r| r.get("ipxe", "use_swift").is_none())
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! Every problem is collected and reported at once; each names the file and line, the option
 //! as `section.option`, the bad value (never a secret) and the fix. Unknown sections and
 //! options, deprecated names and sha1 produce warnings. Nothing here touches the network; the
-//! only files read are the config itself and the key and token files it names.
+//! only files read are the config itself and the key, token and template files it names.
+//! Whatever `serve` would refuse at start (a template that does not compile, a fallback
+//! script its boot listener cannot route) is refused here, so `config check` finds it.
 
 pub mod error;
 pub mod ini;
@@ -21,10 +23,10 @@ pub mod value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, Locations};
 pub use options::{Options, option_specs};
-pub use secret::Secret;
-pub use validate::{DatabaseUrl, Settings, SwiftSettings};
+pub use secret::{Secret, SecretFile, read_secret_file};
+pub use validate::{DatabaseUrl, Settings, SwiftSettings, TemplateSources};
 pub use value::AuthStrategy;
 
 /// Read when `--config` is not given and the file exists.
@@ -72,11 +74,13 @@ pub fn from_str(text: &str, path: Option<&Path>) -> Result<Loaded, ConfigErrors>
     let mut resolver = resolve::Resolver::new(&raw, shown.as_deref(), option_specs());
     let options = Options::resolve(&mut resolver);
     resolver.warn_unknown();
+    let locations = resolver.locations();
     let mut errors = std::mem::take(&mut resolver.errors);
     let mut warnings = std::mem::take(&mut resolver.warnings);
     let settings = validate::validate(
         options,
         path.map(Path::to_path_buf),
+        &locations,
         &mut errors,
         &mut warnings,
     );

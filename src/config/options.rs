@@ -57,6 +57,100 @@ fn port(p: &u16) -> Result<(), String> {
     }
 }
 
+/// Ten years, the longest duration any option accepts: far beyond any sensible setting,
+/// far below what `now + duration` can overflow.
+const TEN_YEARS: u64 = 10 * 365 * 24 * 3600;
+/// 64 MiB, the largest size in bytes any option accepts.
+const MIB_64: u64 = 64 * 1024 * 1024;
+/// Largest connection limit: the usual kernel ceiling of open files per process (nr_open).
+const MAX_CONNECTIONS: u64 = 1 << 20;
+
+fn in_range(n: u64, min: u64, max: u64, unit: &str) -> Result<(), String> {
+    if (min..=max).contains(&n) {
+        return Ok(());
+    }
+    let human = |v: u64| match unit {
+        " seconds" if v == TEN_YEARS => format!("{v} seconds (10 years)"),
+        " seconds" if v >= 3600 && v.is_multiple_of(3600) => {
+            format!("{v} seconds ({} h)", v / 3600)
+        }
+        " bytes" if v >= 1024 * 1024 && v.is_multiple_of(1024 * 1024) => {
+            format!("{v} bytes ({} MiB)", v / (1024 * 1024))
+        }
+        " bytes" if v >= 1024 && v.is_multiple_of(1024) => format!("{v} bytes ({} KiB)", v / 1024),
+        _ => format!("{v}{unit}"),
+    };
+    Err(format!("must be between {min} and {}", human(max)))
+}
+
+/// A duration in seconds between `MIN` and `MAX`.
+fn seconds<T: Copy + Into<u64>, const MIN: u64, const MAX: u64>(n: &T) -> Result<(), String> {
+    in_range((*n).into(), MIN, MAX, " seconds")
+}
+
+/// A size in bytes between `MIN` and `MAX`.
+fn bytes<T: Copy + Into<u64>, const MIN: u64, const MAX: u64>(n: &T) -> Result<(), String> {
+    in_range((*n).into(), MIN, MAX, " bytes")
+}
+
+/// A count between `MIN` and `MAX`.
+fn count<T: Copy + Into<u64>, const MIN: u64, const MAX: u64>(n: &T) -> Result<(), String> {
+    in_range((*n).into(), MIN, MAX, "")
+}
+
+/// `[ipxe] fallback_script`: an absolute http(s) URL, or a plain file name that the boot
+/// listener serves at `/<name>` from `[deploy] http_root`. The name must be one path segment
+/// that no route of the boot listener uses and that no router reads as a pattern.
+fn fallback_script(value: &Option<String>) -> Result<(), String> {
+    let Some(name) = value else { return Ok(()) };
+    let fix = "name a file in deploy.http_root such as inspector.ipxe, or give an absolute \
+               http:// or https:// URL";
+    if let Some((scheme, _)) = name.split_once("://") {
+        if !matches!(scheme, "http" | "https") {
+            return Err(format!(
+                "only http:// and https:// URLs are accepted; {fix}"
+            ));
+        }
+        let url = url::Url::parse(name).map_err(|e| format!("not a valid URL ({e}); {fix}"))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("the URL has no host; {fix}"));
+        }
+        return crate::ipxe::check_url("ipxe.fallback_script", name).map_err(|e| match e {
+            crate::ipxe::IpxeError::UnsafeUrl { reason, .. } => {
+                format!("{reason}; percent-encode it or {fix}")
+            }
+            other => other.to_string(),
+        });
+    }
+    if matches!(name.as_str(), "boot.ipxe" | "pxelinux.cfg") {
+        return Err(format!(
+            "/{name} is a route of the boot listener already; {fix} with another name"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c.is_whitespace() || c.is_control() || "/{}*?%\\:".contains(c))
+    {
+        return Err(format!(
+            "a file name must not contain {c:?} (no /, {{, }}, *, ?, %, \\, :, spaces or control \
+             characters: it is served as /<name> and would break the boot listener's routes); {fix}"
+        ));
+    }
+    if name.starts_with(['.', '#']) {
+        return Err(format!(
+            "a file name must not start with '.' or '#' (hidden files are not served; iPXE \
+             reads # as a comment); {fix}"
+        ));
+    }
+    if uuid::Uuid::try_parse(name).is_ok() {
+        return Err(format!(
+            "a UUID is not a file name here: /<node uuid>/… are the nodes' paths on the boot \
+             listener; {fix}"
+        ));
+    }
+    Ok(())
+}
+
 options! {
     /// Process-wide options.
     ["DEFAULT"] default: DefaultSection {
@@ -67,6 +161,9 @@ options! {
         /// Name of this conductor; defaults to this machine's hostname. Several conductors
         /// sharing one database must have different names.
         host: String = HOST, check |h: &String| if h.trim().is_empty() { Err("must not be empty".into()) } else { Ok(()) };
+        /// Seconds `serve` waits for requests in progress to finish after SIGTERM or SIGINT
+        /// before it exits anyway (oslo.service's name). 1 to 3600.
+        graceful_shutdown_timeout: u64 = "60", check seconds::<_, 1, 3600>;
     }
 
     /// How nodes get their kernels and ramdisks (the spec's [ipxe] group).
@@ -77,25 +174,29 @@ options! {
         use_swift: bool = "false", aliases ["pxe.ipxe_use_swift"];
         /// iPXE script chained by boot.ipxe when no MAC of the machine belongs to a node
         /// with a boot target, e.g. inspector.ipxe or an absolute URL. Unset: the master
-        /// script reports the failure and reboots.
+        /// script reports the failure and reboots. A file name is served by the boot listener
+        /// from [deploy] http_root; it must be one plain path segment.
         fallback_script: Option<String> = UNSET, aliases ["pxe.ipxe_fallback_script"],
-            check |s: &Option<String>| match s { Some(s) if s.chars().any(char::is_whitespace) => Err("must not contain whitespace".into()), _ => Ok(()) };
+            check fallback_script;
         /// (ironboot) Attempts per image download in the per-node script before the node
-        /// gives up and reboots. Retries back off exponentially with per-node jitter.
-        download_attempts: u32 = "6", check |n: &u32| if (1..=50).contains(n) { Ok(()) } else { Err("must be between 1 and 50".into()) };
-        /// (ironboot) Longest wait, in seconds, between two download attempts.
-        retry_max_delay: u32 = "30", check |n: &u32| if (1..=600).contains(n) { Ok(()) } else { Err("must be between 1 and 600 seconds".into()) };
+        /// gives up and reboots, 1 to 50. Retries back off exponentially with per-node
+        /// jitter.
+        download_attempts: u32 = "6", check count::<_, 1, 50>;
+        /// (ironboot) Longest wait, in seconds, between two download attempts; 1 to 600.
+        retry_max_delay: u32 = "30", check seconds::<_, 1, 600>;
     }
 
     /// PXE and iPXE options shared with Ironic.
     ["pxe"] pxe: PxeSection {
-        /// Timeout in seconds for each iPXE download; 0 disables it. iPXE applies it to
-        /// periods without progress, not to the whole transfer.
-        ipxe_timeout: u32 = "0";
+        /// Timeout in seconds for each iPXE download, up to 3600; 0 disables it. iPXE
+        /// applies it to periods without progress, not to the whole transfer.
+        ipxe_timeout: u32 = "0", check seconds::<_, 0, 3600>;
         /// Kernel command line for deploy and instance boots. A node's
-        /// instance_info.kernel_append_params overrides it for the instance target.
+        /// instance_info.kernel_append_params overrides it for the instance target. It goes
+        /// into iPXE scripts: one line, no ${, no ||, && or ; words, no word starting with #.
         kernel_append_params: String = "nofb vga=normal", aliases ["pxe.pxe_append_params"],
-            check |s: &String| if s.contains(['\n', '\r']) { Err("must be a single line".into()) } else { Ok(()) };
+            check |s: &String| crate::node::validate_kernel_args("pxe.kernel_append_params", s)
+                .map_err(|e| e.message);
         /// Template of the master script boot.ipxe (minijinja). Unset: the built-in one.
         ipxe_boot_script: Option<PathBuf> = UNSET;
         /// Template of the per-node script (minijinja). Unset: the built-in one.
@@ -113,14 +214,15 @@ options! {
     ["glance"] glance: GlanceSection {
         /// Secret key for Swift temporary URLs (the account's or container's Temp-URL-Key).
         swift_temp_url_key: Option<Secret> = UNSET;
-        /// (ironboot) File holding the temp-URL key, so it stays out of this file. A trailing
-        /// newline is ignored. Do not set both this and swift_temp_url_key.
+        /// (ironboot) File holding the temp-URL key, so it stays out of this file. Exactly one
+        /// trailing newline is removed. Do not set both this and swift_temp_url_key.
         swift_temp_url_key_file: Option<PathBuf> = UNSET;
         /// Seconds a temporary URL stays valid after it is signed. Must be at least
-        /// swift_temp_url_expected_download_start_delay.
-        swift_temp_url_duration: u64 = "1200", check |d: &u64| if *d == 0 { Err("must be at least 1 second".into()) } else { Ok(()) };
-        /// Seconds expected between signing a URL and the start of the download.
-        swift_temp_url_expected_download_start_delay: u64 = "0";
+        /// swift_temp_url_expected_download_start_delay, and at most 315360000 (10 years).
+        swift_temp_url_duration: u64 = "1200", check seconds::<_, 1, TEN_YEARS>;
+        /// Seconds expected between signing a URL and the start of the download, up to
+        /// 315360000 (10 years).
+        swift_temp_url_expected_download_start_delay: u64 = "0", check seconds::<_, 0, TEN_YEARS>;
         /// (ironboot) HMAC digest for temporary URLs. Swift deprecates sha1.
         swift_temp_url_digest: Digest = "sha256";
         /// (ironboot) Restrict temporary URLs to this client address or network
@@ -139,7 +241,10 @@ options! {
         swift_account: Option<String> = UNSET;
         /// Prefix of Swift account names (the reseller_prefix of Swift's proxy); "_" is added
         /// when missing.
-        swift_account_prefix: String = "AUTH";
+        swift_account_prefix: String = "AUTH",
+            check |p: &String| if p.contains('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Err("must be part of one path segment: no '/', spaces or control characters (Swift's reseller_prefix, e.g. AUTH)".into())
+            } else { Ok(()) };
         /// Container Glance stores images in.
         swift_container: String = "glance";
         /// Glance's swift_store_multiple_containers_seed: 0 keeps every image in
@@ -154,8 +259,8 @@ options! {
         /// The password is never printed.
         connection: Secret = "sqlite:///$state_path/ironboot.sqlite";
         /// Most database connections kept open (oslo.db's name). With SQLite each one is a
-        /// thread; the boot path needs one per request it serves concurrently.
-        max_pool_size: u32 = "16", check |n: &u32| if (1..=1000).contains(n) { Ok(()) } else { Err("must be between 1 and 1000".into()) };
+        /// thread; the boot path needs one per request it serves concurrently. 1 to 1000.
+        max_pool_size: u32 = "16", check count::<_, 1, 1000>;
     }
 
     /// The REST API listener.
@@ -171,6 +276,26 @@ options! {
         token_file: Option<PathBuf> = UNSET;
         /// (ironboot) Allow auth_strategy = noauth on an address other than loopback.
         allow_insecure_noauth: bool = "false";
+        /// (ironboot) Seconds a client has to send a request's head (line and headers) on
+        /// a new or kept-alive connection. 1 to 3600.
+        header_timeout: u64 = "10", check seconds::<_, 1, 3600>;
+        /// (ironboot) Seconds an idle keep-alive connection stays open. 1 to 3600.
+        keepalive_timeout: u64 = "60", check seconds::<_, 1, 3600>;
+        /// (ironboot) Seconds one API request may take in all, body and Swift checks
+        /// included. 1 to 3600.
+        request_timeout: u64 = "60", check seconds::<_, 1, 3600>;
+        /// (ironboot) Most connections served at once, up to 1048576; 0: a share of the
+        /// open-file limit, computed at start.
+        max_connections: u32 = "0", check count::<_, 0, MAX_CONNECTIONS>;
+        /// Largest number of items a list returns, and the page size when the client gives
+        /// no limit (Ironic's). 1 to 100000.
+        max_limit: u32 = "1000", check count::<_, 1, 100_000>;
+        /// (ironboot) Largest size in bytes of each of a node's driver_info and
+        /// instance_info (and their extra fields), as JSON. 1024 to 67108864 (64 MiB).
+        max_document_size: u32 = "65536", check bytes::<_, 1024, MIB_64>;
+        /// (ironboot) Largest request body in bytes, 1024 to 67108864 (64 MiB), and at
+        /// least max_document_size.
+        max_body_size: u32 = "1048576", check bytes::<_, 1024, MIB_64>;
     }
 
     /// (ironboot) The boot HTTP listener that iPXE talks to.
@@ -179,5 +304,14 @@ options! {
         host_ip: IpAddr = "127.0.0.1";
         /// Port the boot server listens on.
         port: u16 = "8080", check port;
+        /// Seconds a client has to send a request's head; generous, for iPXE on a busy or
+        /// slow boot network. 1 to 3600.
+        header_timeout: u64 = "30", check seconds::<_, 1, 3600>;
+        /// Seconds an idle keep-alive connection stays open; longer than iPXE's pauses
+        /// between the script and the images it fetches. 1 to 3600.
+        keepalive_timeout: u64 = "75", check seconds::<_, 1, 3600>;
+        /// Most connections served at once, up to 1048576; 0: a share of the open-file
+        /// limit, computed at start.
+        max_connections: u32 = "0", check count::<_, 0, MAX_CONNECTIONS>;
     }
 }

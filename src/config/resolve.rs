@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::error::ConfigError;
+use super::error::{ConfigError, Locations};
 use super::ini::RawConfig;
 use super::macros::OptionSpec;
 use super::value::OptionValue;
@@ -20,6 +20,8 @@ pub(crate) struct Resolver<'a> {
     defaults: BTreeMap<&'static str, String>,
     /// Raw (section, name) pairs consumed by some option.
     used: BTreeSet<(String, String)>,
+    /// `section.option` → line of the value used, for [`Locations`].
+    lines: BTreeMap<String, usize>,
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<String>,
 }
@@ -45,8 +47,17 @@ impl<'a> Resolver<'a> {
                 .collect(),
             defaults,
             used: BTreeSet::new(),
+            lines: BTreeMap::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
+        }
+    }
+
+    /// Where every option that the file sets was set, for the checks across options.
+    pub fn locations(&self) -> Locations {
+        Locations {
+            file: self.file.map(str::to_string),
+            lines: self.lines.clone(),
         }
     }
 
@@ -126,7 +137,10 @@ impl<'a> Resolver<'a> {
                 .unwrap_or_else(|| panic!("option {key} has no valid default"))
         };
         let (text, line, shown_key) = match chosen {
-            Some((text, line, k)) => (text, Some(line), k),
+            Some((text, line, k)) => {
+                self.lines.insert(key.clone(), line);
+                (text, Some(line), k)
+            }
             None => match spec.default.text() {
                 Some(text) => (text, None, key.clone()),
                 None => return T::unset().expect("options without a default are Option<_>"),

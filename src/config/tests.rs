@@ -147,7 +147,14 @@ fn duration_must_cover_the_start_delay() {
         "[glance]\nswift_temp_url_duration = 15\nswift_temp_url_expected_download_start_delay = 1000\n",
     );
     assert_eq!(errs.len(), 1);
-    assert!(errs[0].starts_with("glance.swift_temp_url_duration: 15 is less than glance.swift_temp_url_expected_download_start_delay (1000)"), "{}", errs[0]);
+    assert!(errs[0].starts_with("ironboot.conf:2: glance.swift_temp_url_duration: 15 is less than glance.swift_temp_url_expected_download_start_delay (1000)"), "{}", errs[0]);
+    // the delay's line when only the delay is set
+    let errs = errors("[glance]\n\nswift_temp_url_expected_download_start_delay = 1201\n");
+    assert!(
+        errs[0].starts_with("ironboot.conf:3: glance.swift_temp_url_duration: 1200 is less"),
+        "{}",
+        errs[0]
+    );
     ok(
         "[glance]\nswift_temp_url_duration = 1000\nswift_temp_url_expected_download_start_delay = 1000\n",
     );
@@ -187,8 +194,9 @@ fn key_file_is_read_and_conflicts_with_key() {
     );
     let errs = errors(&missing);
     assert!(
-        errs.iter()
-            .any(|e| e.starts_with("glance.swift_temp_url_key_file: cannot read /nonexistent/key")),
+        errs.iter().any(|e| e.starts_with(
+            "ironboot.conf:6: glance.swift_temp_url_key_file: cannot read /nonexistent/key"
+        )),
         "{errs:?}"
     );
 
@@ -310,7 +318,9 @@ fn database_urls() {
 fn noauth_is_refused_off_loopback_unless_allowed() {
     let errs = errors("[api]\nhost_ip = 0.0.0.0\n");
     assert!(
-        errs[0].starts_with("api.auth_strategy: noauth on the non-loopback address 0.0.0.0"),
+        errs[0].starts_with(
+            "ironboot.conf:2: api.auth_strategy: noauth on the non-loopback address 0.0.0.0"
+        ),
         "{}",
         errs[0]
     );
@@ -420,4 +430,548 @@ fn every_default_is_valid_and_the_sample_round_trips() {
 #[test]
 fn sample_matches_golden_file() {
     expect_test::expect_file!["../../tests/golden/config-sample.conf"].assert_eq(&sample());
+}
+
+#[test]
+fn new_options_have_their_defaults() {
+    let o = ok("").settings.options;
+    assert_eq!(o.default.graceful_shutdown_timeout, 60);
+    assert_eq!(o.api.header_timeout, 10);
+    assert_eq!(o.api.keepalive_timeout, 60);
+    assert_eq!(o.api.request_timeout, 60);
+    assert_eq!(o.api.max_connections, 0);
+    assert_eq!(o.api.max_limit, 1000);
+    assert_eq!(o.api.max_document_size, 65536);
+    assert_eq!(o.api.max_body_size, 1_048_576);
+    assert_eq!(o.httpboot.header_timeout, 30);
+    assert_eq!(o.httpboot.keepalive_timeout, 75);
+    assert_eq!(o.httpboot.max_connections, 0);
+}
+
+/// Every integer option, with the lowest and highest value it takes. A new integer option
+/// that is not listed here fails the test: give it a range.
+const RANGES: &[(&str, &str, u64, u64)] = &[
+    ("DEFAULT", "graceful_shutdown_timeout", 1, 3600),
+    ("ipxe", "download_attempts", 1, 50),
+    ("ipxe", "retry_max_delay", 1, 600),
+    ("pxe", "ipxe_timeout", 0, 3600),
+    ("glance", "swift_temp_url_duration", 1, 315_360_000),
+    (
+        "glance",
+        "swift_temp_url_expected_download_start_delay",
+        0,
+        315_360_000,
+    ),
+    ("glance", "swift_store_multiple_containers_seed", 0, 32),
+    ("database", "max_pool_size", 1, 1000),
+    ("api", "port", 1, 65535),
+    ("api", "header_timeout", 1, 3600),
+    ("api", "keepalive_timeout", 1, 3600),
+    ("api", "request_timeout", 1, 3600),
+    ("api", "max_connections", 0, 1 << 20),
+    ("api", "max_limit", 1, 100_000),
+    ("api", "max_document_size", 1024, 64 << 20),
+    ("api", "max_body_size", 1024, 64 << 20),
+    ("httpboot", "port", 1, 65535),
+    ("httpboot", "header_timeout", 1, 3600),
+    ("httpboot", "keepalive_timeout", 1, 3600),
+    ("httpboot", "max_connections", 0, 1 << 20),
+];
+
+#[test]
+fn every_integer_option_is_range_checked() {
+    for spec in option_specs()
+        .iter()
+        .filter(|s| s.type_name == "integer value")
+    {
+        assert!(
+            RANGES
+                .iter()
+                .any(|(s, n, _, _)| (*s, *n) == (spec.section, spec.name)),
+            "{} is an integer option without an entry in RANGES: give it a range check",
+            spec.key()
+        );
+    }
+    // ports differ from each other so that the listeners do not collide
+    let ports = "[api]\nport = 6385\n[httpboot]\nport = 8080\n";
+    for &(section, name, min, max) in RANGES {
+        let key = format!("{section}.{name}");
+        // the bounds are accepted (the document size stays below the body size)...
+        for good in [min, max] {
+            let extra = match (section, name) {
+                ("api", "max_document_size") => "max_body_size = 67108864\n",
+                ("api", "max_body_size") => "max_document_size = 1024\n",
+                ("glance", "swift_temp_url_expected_download_start_delay") => {
+                    "swift_temp_url_duration = 315360000\n"
+                }
+                ("api" | "httpboot", "port") => "",
+                _ => "",
+            };
+            let text = if name == "port" {
+                format!("[{section}]\n{name} = {good}\n")
+            } else {
+                format!("{ports}[{section}]\n{name} = {good}\n{extra}")
+            };
+            if let Err(e) = from_str(&text, Some(Path::new("ironboot.conf"))) {
+                panic!("{key} = {good} refused: {e}");
+            }
+        }
+        // ...and the values just outside them are refused with file:line and the range
+        let mut bad = vec![max + 1, u64::MAX];
+        if min > 0 {
+            bad.push(min - 1);
+        }
+        for value in bad {
+            let errs = errors(&format!("[{section}]\n\n{name} = {value}\n"));
+            assert!(
+                errs.iter().any(|e| e.starts_with(&format!(
+                    "ironboot.conf:3: {key}: invalid value \"{value}\": "
+                )) && (e.contains(&format!("between {min} and"))
+                    || e.contains("expected a whole number")
+                    || e.contains("TCP port"))),
+                "{key} = {value}: {errs:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn regression_huge_temp_url_duration_is_refused_before_it_overflows() {
+    // `now + duration` used to overflow for a duration near u64::MAX.
+    let errs = errors("[glance]\nswift_temp_url_duration = 18446744073709551615\n");
+    assert_eq!(
+        errs,
+        vec![
+            "ironboot.conf:2: glance.swift_temp_url_duration: invalid value \"18446744073709551615\": \
+             must be between 1 and 315360000 seconds (10 years)"
+        ]
+    );
+    let errs = errors("[api]\nmax_body_size = 128\n");
+    assert_eq!(
+        errs,
+        vec![
+            "ironboot.conf:2: api.max_body_size: invalid value \"128\": must be between 1024 and \
+             67108864 bytes (64 MiB)"
+        ]
+    );
+}
+
+#[test]
+fn body_size_must_hold_a_document() {
+    let errs = errors("[api]\nmax_document_size = 100000\n\nmax_body_size = 99999\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "ironboot.conf:4: api.max_body_size: 99999 is less than api.max_document_size (100000)"
+        ),
+        "{}",
+        errs[0]
+    );
+    // only the document size set: its line
+    let errs = errors("[api]\nmax_document_size = 2000000\n");
+    assert!(
+        errs[0].starts_with("ironboot.conf:2: api.max_body_size: 1048576 is less"),
+        "{}",
+        errs[0]
+    );
+    ok("[api]\nmax_document_size = 2000000\nmax_body_size = 2000000\n");
+}
+
+#[test]
+fn regression_fallback_script_route_panics_serve() {
+    // `serve` used to build its boot router with a route made of this name: boot.ipxe
+    // overlapped the master script's route and panicked, `a{b` and `*x` are route
+    // patterns, `:x` too in older routers.
+    let uuid = "5f7b3a3e-4a7c-4d1e-9f5e-2b8a6c1d0e9f";
+    for name in [
+        "boot.ipxe",
+        "pxelinux.cfg",
+        "a{b",
+        "a}b",
+        "{mac}",
+        ":x",
+        "*x",
+        "x?y",
+        "x%41",
+        "a\\b",
+        "sub/inspector.ipxe",
+        "/inspector.ipxe",
+        ".hidden",
+        "..",
+        "#comment",
+        uuid,
+        "5f7b3a3e4a7c4d1e9f5e2b8a6c1d0e9f",
+        "a\u{7}b",
+        "tftp://10.0.0.1/x.ipxe",
+        "http://",
+        "http://h/x$${y}",
+    ] {
+        let text = format!("[ipxe]\n\nfallback_script = {name}\n");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{name:?}: {errs:?}");
+        let shown = name.replace("$$", "$");
+        assert!(
+            errs[0].starts_with(&format!(
+                "ironboot.conf:3: ipxe.fallback_script: invalid value {shown:?}: "
+            )) && errs[0].contains("name a file in deploy.http_root such as inspector.ipxe"),
+            "{name:?}: {}",
+            errs[0]
+        );
+    }
+    // the deprecated name is checked the same way, on its own line
+    let errs = errors("[pxe]\nipxe_fallback_script = boot.ipxe\n");
+    assert!(
+        errs[0].starts_with("ironboot.conf:2: pxe.ipxe_fallback_script: invalid value"),
+        "{}",
+        errs[0]
+    );
+    for good in [
+        "inspector.ipxe",
+        "inspector-v2_final.ipxe",
+        "boot.ipxe.bak",
+        "http://10.0.0.1/inspector.ipxe",
+        "https://boot.example.com:8443/a/b.ipxe?x=1&y=2",
+    ] {
+        let l = ok(&format!("[ipxe]\nfallback_script = {good}\n"));
+        assert_eq!(
+            l.settings.options.ipxe.fallback_script.as_deref(),
+            Some(good)
+        );
+    }
+}
+
+#[test]
+fn kernel_append_params_that_would_break_the_script_are_refused() {
+    for (value, needle) in [
+        ("console=ttyS0 || reboot", "||"),
+        ("a && b", "||"),
+        ("a ; b", "||"),
+        // $$ is the file's spelling of a literal $
+        ("root=$${root}", "${"),
+        ("quiet #comment", "start with #"),
+        ("a\n  b", "single line"),
+    ] {
+        let text = format!("[pxe]\n\nkernel_append_params = {value}\n");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{value:?}: {errs:?}");
+        let shown = value.replace("\n  ", "\n").replace("$$", "$");
+        assert!(
+            errs[0].starts_with(&format!(
+                "ironboot.conf:3: pxe.kernel_append_params: invalid value {shown:?}: "
+            )) && errs[0].contains(needle),
+            "{value:?}: {}",
+            errs[0]
+        );
+    }
+    let long = "x".repeat(2049);
+    assert!(errors(&format!("[pxe]\nkernel_append_params = {long}\n"))[0].contains("2048"));
+    ok("[pxe]\nkernel_append_params = console=ttyS0,115200n8 a|b a#b ip=dhcp\n");
+    ok("[pxe]\nkernel_append_params =\n");
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn templates_are_read_compiled_and_rendered_by_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    // defaults: the built-in templates
+    let l = ok("");
+    assert!(l.settings.templates.boot_script.is_none());
+    assert!(l.settings.templates.node_template.is_none());
+
+    // good files: their contents end up in the settings
+    let boot = write(
+        dir.path(),
+        "boot.j2",
+        "#!ipxe\n{% if fallback_script %}chain {{ fallback_script }}{% endif %}\n",
+    );
+    let node = write(dir.path(), "node.j2", crate::ipxe::DEFAULT_NODE_TEMPLATE);
+    let l = ok(&format!(
+        "[ipxe]\nfallback_script = inspector.ipxe\n[pxe]\nipxe_boot_script = {}\nipxe_config_template = {}\n",
+        boot.display(),
+        node.display()
+    ));
+    assert_eq!(
+        l.settings.templates.boot_script.as_deref(),
+        Some(std::fs::read_to_string(&boot).unwrap().as_str())
+    );
+    assert_eq!(
+        l.settings.templates.node_template.as_deref(),
+        Some(crate::ipxe::DEFAULT_NODE_TEMPLATE)
+    );
+
+    // a template that does not compile, on its own line
+    let broken = write(dir.path(), "broken.j2", "{% if %}");
+    for option in ["ipxe_boot_script", "ipxe_config_template"] {
+        let errs = errors(&format!("[pxe]\n\n{option} = {}\n", broken.display()));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(&format!(
+                "ironboot.conf:3: pxe.{option}: the template {} does not compile",
+                broken.display()
+            )) && errs[0].contains("remove the option to use the built-in one"),
+            "{}",
+            errs[0]
+        );
+    }
+    // a missing file
+    let errs = errors("[pxe]\nipxe_config_template = /nonexistent/node.j2\n");
+    assert!(
+        errs[0].starts_with(
+            "ironboot.conf:2: pxe.ipxe_config_template: cannot read the template /nonexistent/node.j2: "
+        ),
+        "{}",
+        errs[0]
+    );
+    // a node template that compiles but fails on the sample values (undefined variable)
+    let undefined = write(dir.path(), "undef.j2", "#!ipxe\n{{ no_such_variable }}\n");
+    let errs = errors(&format!(
+        "[pxe]\nipxe_config_template = {}\n",
+        undefined.display()
+    ));
+    assert!(
+        errs[0].starts_with("ironboot.conf:2: pxe.ipxe_config_template:")
+            && errs[0].contains("no_such_variable"),
+        "{}",
+        errs[0]
+    );
+    // a master template that renders with the sample fallback but not without one
+    let needs_fallback = write(
+        dir.path(),
+        "needs.j2",
+        "#!ipxe\nchain {{ fallback_script[0] }}\n",
+    );
+    let errs = errors(&format!(
+        "[pxe]\n\nipxe_boot_script = {}\n",
+        needs_fallback.display()
+    ));
+    assert!(
+        errs[0].starts_with("ironboot.conf:3: pxe.ipxe_boot_script:")
+            && errs[0].contains("ipxe.fallback_script = <None>"),
+        "{}",
+        errs[0]
+    );
+    ok(&format!(
+        "[ipxe]\nfallback_script = inspector.ipxe\n[pxe]\nipxe_boot_script = {}\n",
+        needs_fallback.display()
+    ));
+}
+
+#[test]
+fn errors_of_rules_across_options_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = write(dir.path(), "key", "k\n");
+    for (text, expected) in [
+        (
+            "[glance]\n\nswift_endpoint_url = ftp://swift\n",
+            "ironboot.conf:3: glance.swift_endpoint_url: invalid value \"ftp://swift\"",
+        ),
+        (
+            "[glance]\nswift_internal_endpoint_url = http://u:p@swift\n",
+            "ironboot.conf:2: glance.swift_internal_endpoint_url: invalid value",
+        ),
+        (
+            "[glance]\n\n\nswift_container = a/b\n",
+            "ironboot.conf:4: glance.swift_container: invalid value \"a/b\"",
+        ),
+        (
+            "[glance]\nswift_api_version = v1 x\n",
+            "ironboot.conf:2: glance.swift_api_version: invalid value",
+        ),
+        (
+            "[glance]\nswift_account = AUTH/x\n",
+            "ironboot.conf:2: glance.swift_account: invalid value",
+        ),
+        (
+            "[database]\n\nconnection = mysql://u:p@h/db\n",
+            "ironboot.conf:3: database.connection: invalid value: MySQL",
+        ),
+        (
+            "[api]\n\nport = 7000\n[httpboot]\nport = 7000\n",
+            "ironboot.conf:5: httpboot.port: 7000 is also api.port",
+        ),
+        (
+            "[httpboot]\n\n\nport = 6385\n",
+            "ironboot.conf:4: httpboot.port: 6385 is also api.port",
+        ),
+        (
+            "[api]\n\nauth_strategy = token\n",
+            "ironboot.conf:3: api.token_file: is required when api.auth_strategy = token",
+        ),
+        (
+            "[ipxe]\n\nuse_swift = true\n",
+            "ironboot.conf:3: glance.swift_endpoint_url: is required",
+        ),
+        (
+            &format!(
+                "[glance]\nswift_temp_url_key = k\n\nswift_temp_url_key_file = {}\n",
+                key.display()
+            ),
+            "ironboot.conf:4: glance.swift_temp_url_key_file: is set together with",
+        ),
+    ] {
+        let errs = errors(text);
+        assert!(
+            errs.iter().any(|e| e.starts_with(expected)),
+            "{text:?}: expected {expected:?} in {errs:?}"
+        );
+    }
+    // without a file there is no location, only the option
+    let err = from_str("[glance]\nswift_container = a/b\n", None).unwrap_err();
+    assert!(
+        err.0[0].to_string().starts_with("glance.swift_container: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn regression_token_file_with_two_newlines_locks_everyone_out() {
+    // A token file written as `tok\n\n` used to give the token `tok\n`, which the server
+    // then required and no client sent. The token is kept as it is (oslo's rule: one
+    // trailing newline is removed), and `config check` and `serve` warn, with the line.
+    let dir = tempfile::tempdir().unwrap();
+    let tok = write(dir.path(), "token", "tok-123\n\n");
+    let l = ok(&format!(
+        "[api]\nauth_strategy = token\n\ntoken_file = {}\n",
+        tok.display()
+    ));
+    assert_eq!(l.settings.api_token.unwrap().expose(), "tok-123\n");
+    let w = l.warnings.join("\n");
+    assert!(
+        w.contains(&format!(
+            "ironboot.conf:4: api.token_file: the secret in {} has whitespace at the end",
+            tok.display()
+        )),
+        "{w}"
+    );
+    assert!(!w.contains("tok-123"), "{w}");
+
+    // the same rule for the temp-URL key file, and CRLF files are fine
+    let key = write(dir.path(), "key", "from-file\r\n");
+    let l = ok(&SWIFT.replace(
+        "swift_temp_url_key = s3cr3t-key\n",
+        &format!("swift_temp_url_key_file = {}\n", key.display()),
+    ));
+    assert_eq!(l.settings.swift.unwrap().key.expose(), "from-file");
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    std::fs::write(&key, " from-file\n").unwrap();
+    let l = ok(&SWIFT.replace(
+        "swift_temp_url_key = s3cr3t-key\n",
+        &format!("swift_temp_url_key_file = {}\n", key.display()),
+    ));
+    assert_eq!(l.settings.swift.unwrap().key.expose(), " from-file");
+    assert!(
+        l.warnings.iter().any(
+            |w| w.contains("glance.swift_temp_url_key_file: the secret in")
+                && w.contains("at the start")
+        ),
+        "{:?}",
+        l.warnings
+    );
+
+    // only whitespace: an error
+    std::fs::write(&tok, "\n\n").unwrap();
+    let errs = errors(&format!(
+        "[api]\nauth_strategy = token\ntoken_file = {}\n",
+        tok.display()
+    ));
+    assert!(
+        errs[0].starts_with("ironboot.conf:3: api.token_file: ")
+            && errs[0].contains("only whitespace"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn regression_utf8_bom_before_the_first_section() {
+    // Notepad writes a BOM; it used to be "comes before any [section] header".
+    let l = ok("\u{feff}[glance]\nswift_container = images\n");
+    assert_eq!(l.settings.options.glance.swift_container, "images");
+    let errs = errors("\u{feff}[glance]\nswift_store_multiple_containers_seed = 40\n");
+    assert!(errs[0].starts_with("ironboot.conf:2: "), "{}", errs[0]);
+}
+
+#[test]
+fn url_redaction_keeps_everything_but_the_password() {
+    use validate::redact_url_password as r;
+    for (url, expected) in [
+        (
+            "postgres://ironic:pgpass@127.0.0.1/ironic",
+            "postgres://ironic:<redacted>@127.0.0.1/ironic",
+        ),
+        (
+            "postgres://u:p@[::1]:5432/db?sslmode=require",
+            "postgres://u:<redacted>@[::1]:5432/db?sslmode=require",
+        ),
+        ("postgres://u:p@ss@h/db", "postgres://u:<redacted>@h/db"),
+        ("postgres://u:p%40x@h/db", "postgres://u:<redacted>@h/db"),
+        ("postgres://u:p@h", "postgres://u:<redacted>@h"),
+        (
+            "postgres://h/db?password=p&x=1#frag",
+            "postgres://h/db?password=<redacted>&x=1#frag",
+        ),
+        (
+            "postgres:///db?host=/run/pg&password=p",
+            "postgres:///db?host=/run/pg&password=<redacted>",
+        ),
+        (
+            "postgres://u:p@h/db?password=q",
+            "postgres://u:<redacted>@h/db?password=<redacted>",
+        ),
+        ("postgres://u@h/db", "postgres://u@h/db"),
+        (
+            "postgres://h/db?sslmode=disable",
+            "postgres://h/db?sslmode=disable",
+        ),
+        ("nonsense", "nonsense"),
+        // not a URL the url crate (or sqlx) reads: nothing after the scheme is shown
+        ("postgres://u:p/ss@h/db", "postgres://<redacted>"),
+        ("postgres://u:secret@h:99999/db", "postgres://<redacted>"),
+    ] {
+        assert_eq!(r(url), expected, "{url}");
+    }
+}
+
+#[test]
+fn swift_endpoints_are_checked_with_the_url_crate() {
+    for (value, expected) in [
+        ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+        (
+            "https://rgw.example.com/swift",
+            "https://rgw.example.com/swift",
+        ),
+        ("http://[fd00::5]:8080", "http://[fd00::5]:8080"),
+        // kept as written: the url crate's normalisation does not leak into the URLs
+        ("http://Swift:80", "http://Swift:80"),
+    ] {
+        let l = ok(&SWIFT.replace("http://127.0.0.1:8080", value));
+        assert_eq!(l.settings.swift.unwrap().public_endpoint.as_str(), expected);
+    }
+    for bad in [
+        "ftp://h",
+        "h:8080",
+        "http://",
+        "http:///x",
+        "http:h",
+        "HTTP://h",
+        "http://h/?a",
+        "http://h/#f",
+        "http://u:p@h",
+        "http://@h",
+        "http://h:99999",
+        "http://[::1",
+        "http://h\\x",
+    ] {
+        let errs = errors(&SWIFT.replace("http://127.0.0.1:8080", bad));
+        assert!(
+            errs.iter().any(|e| e.starts_with(&format!(
+                "ironboot.conf:4: glance.swift_endpoint_url: invalid value {bad:?}"
+            ))),
+            "{bad}: {errs:?}"
+        );
+    }
 }

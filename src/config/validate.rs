@@ -1,12 +1,17 @@
 //! Phase two, across options: rules that involve several options, files the config points
-//! at (key and token files), and the derived, typed settings the rest of ironboot uses.
+//! at (key and token files, iPXE templates), and the derived, typed settings the rest of
+//! ironboot uses. Every error names the `file:line` of the option it is about
+//! ([`Locations`]).
 
 use std::path::{Path, PathBuf};
 
-use super::error::ConfigError;
+use url::{Position, Url};
+
+use super::error::{ConfigError, Locations};
 use super::options::Options;
-use super::secret::Secret;
+use super::secret::{self, REDACTED, Secret};
 use super::value::AuthStrategy;
+use crate::ipxe::{IpxeError, MasterContext, Templates};
 use crate::tempurl::{self, Digest, Endpoint};
 
 /// Everything needed to sign and check Swift temporary URLs.
@@ -85,49 +90,55 @@ impl DatabaseUrl {
     }
 }
 
-/// `scheme://user:secret@host/db` → `scheme://user:<redacted>@host/db`.
-pub fn redact_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+/// `scheme://user:secret@host/db` → `scheme://user:<redacted>@host/db`; a libpq
+/// `password=` query parameter is redacted too. Text that is not a URL is returned as it is
+/// when it has no `://`, else only its scheme is kept: whatever follows could be a password.
+pub fn redact_url_password(text: &str) -> String {
+    let Ok(url) = Url::parse(text) else {
+        return match text.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://{REDACTED}"),
+            None => text.to_string(),
+        };
     };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:{}@{host}{tail}", super::secret::REDACTED)
-            } else {
-                url.to_string()
+    let redact_query = url
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p.starts_with("password=")));
+    if url.password().is_none() && !redact_query {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    if url.password().is_some() {
+        out.push_str(&url[..Position::BeforePassword]);
+        out.push_str(REDACTED);
+        out.push_str(&url[Position::AfterPassword..Position::AfterPath]);
+    } else {
+        out.push_str(&url[..Position::AfterPath]);
+    }
+    if let Some(query) = url.query() {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
             }
-        }
-        None => {
-            // libpq also takes password=… as a query parameter.
-            if tail.contains("password=") {
-                let cleaned: Vec<String> = tail
-                    .split(['?', '&'])
-                    .map(|p| {
-                        if p.starts_with("password=") {
-                            format!("password={}", super::secret::REDACTED)
-                        } else {
-                            p.to_string()
-                        }
-                    })
-                    .collect();
-                format!("{scheme}://{authority}{}", rebuild_query(&cleaned))
+            if pair.starts_with("password=") {
+                out.push_str("password=");
+                out.push_str(REDACTED);
             } else {
-                url.to_string()
+                out.push_str(pair);
             }
         }
     }
+    out.push_str(&url[Position::AfterQuery..]);
+    out
 }
 
-fn rebuild_query(parts: &[String]) -> String {
-    let mut out = parts[0].clone();
-    for (i, p) in parts[1..].iter().enumerate() {
-        out.push(if i == 0 { '?' } else { '&' });
-        out.push_str(p);
-    }
-    out
+/// The iPXE template sources named by `[pxe] ipxe_boot_script` and
+/// `[pxe] ipxe_config_template`, read and checked (they compile, and the master script
+/// renders with `[ipxe] fallback_script`). `None`: the built-in template.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateSources {
+    pub boot_script: Option<String>,
+    pub node_template: Option<String>,
 }
 
 /// The validated configuration.
@@ -142,40 +153,135 @@ pub struct Settings {
     pub database: DatabaseUrl,
     /// The API token when `[api] auth_strategy = token`.
     pub api_token: Option<Secret>,
+    /// The template files' contents; pass them to `ipxe::Templates::new`.
+    pub templates: TemplateSources,
 }
 
-fn read_secret_file(option: &str, path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::option(
+/// Reads a key or token file by [`secret::read_secret_file`]'s rule; its warning (whitespace
+/// kept at an end) is reported with the option's `file:line`.
+fn secret_file(
+    at: &Locations,
+    option: &str,
+    path: &Path,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> Option<Secret> {
+    match secret::read_secret_file(path) {
+        Ok(file) => {
+            if let Some(w) = file.warning {
+                warnings.push(at.warning(option, w));
+            }
+            Some(file.secret)
+        }
+        Err(e) => {
+            errors.push(at.error(option, e));
+            None
+        }
+    }
+}
+
+/// Reads one template file; `Err` after recording the error.
+fn template_file(
+    at: &Locations,
+    option: &str,
+    path: Option<&Path>,
+    errors: &mut Vec<ConfigError>,
+) -> Result<Option<String>, ()> {
+    let Some(path) = path else { return Ok(None) };
+    std::fs::read_to_string(path).map(Some).map_err(|e| {
+        errors.push(at.error(
             option,
             format!(
-                "cannot read {}: {e}; check the path and its permissions",
+                "cannot read the template {}: {e}; check the path and its permissions, or \
+                 remove the option to use the built-in template",
                 path.display()
             ),
-        )
-    })?;
-    let value = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
-    if value.is_empty() {
-        return Err(ConfigError::option(
-            option,
-            format!("{} is empty; put the secret in it", path.display()),
         ));
-    }
-    Ok(Secret::new(value))
+    })
 }
 
-fn endpoint(option: &str, url: &str, prefix: &str) -> Result<Endpoint, ConfigError> {
+/// Compiles the templates as `serve` will, and renders the master script with
+/// `[ipxe] fallback_script`, so that `config check` refuses what `serve` would.
+fn templates(
+    options: &Options,
+    at: &Locations,
+    errors: &mut Vec<ConfigError>,
+) -> Option<TemplateSources> {
+    const BOOT: &str = "pxe.ipxe_boot_script";
+    const NODE: &str = "pxe.ipxe_config_template";
+    let pxe = &options.pxe;
+    let boot_script = template_file(at, BOOT, pxe.ipxe_boot_script.as_deref(), errors);
+    let node_template = template_file(at, NODE, pxe.ipxe_config_template.as_deref(), errors);
+    let (Ok(boot_script), Ok(node_template)) = (boot_script, node_template) else {
+        return None;
+    };
+    let file = |option: &str| {
+        let path = if option == BOOT {
+            &pxe.ipxe_boot_script
+        } else {
+            &pxe.ipxe_config_template
+        };
+        match path {
+            Some(p) => format!("the template {}", p.display()),
+            None => "the built-in template".to_string(),
+        }
+    };
+    let compiled = Templates::new(boot_script.clone(), node_template.clone()).and_then(|t| {
+        t.master(&MasterContext {
+            fallback_script: options.ipxe.fallback_script.clone(),
+        })
+    });
+    let error = match compiled {
+        Ok(_) => {
+            return Some(TemplateSources {
+                boot_script,
+                node_template,
+            });
+        }
+        Err(e) => e,
+    };
+    errors.push(match &error {
+        IpxeError::Template { name, .. } if name == "boot.ipxe" => at.error(
+            BOOT,
+            format!(
+                "{} does not compile, or does not render with ipxe.fallback_script = {}: {error}; \
+                 fix the template, or remove the option to use the built-in one",
+                file(BOOT),
+                options.ipxe.fallback_script.as_deref().unwrap_or("<None>")
+            ),
+        ),
+        IpxeError::Template { .. } => at.error(
+            NODE,
+            format!(
+                "{} does not compile or render: {error}; fix the template, or remove the option \
+                 to use the built-in one",
+                file(NODE)
+            ),
+        ),
+        IpxeError::UnsafeUrl { reason, .. } => at.error(
+            "ipxe.fallback_script",
+            format!(
+                "cannot go into the master script: {reason}; name a file in deploy.http_root \
+                 or give an absolute http(s):// URL"
+            ),
+        ),
+    });
+    None
+}
+
+fn endpoint(
+    at: &Locations,
+    option: &str,
+    url: &str,
+    prefix: &str,
+) -> Result<Endpoint, ConfigError> {
     let stripped = tempurl::glance::strip_account_suffix(url, prefix);
-    Endpoint::parse(stripped)
-        .map_err(|e| ConfigError::option(option, format!("invalid value {url:?}: {e}")))
+    Endpoint::parse(stripped).map_err(|e| at.error(option, format!("invalid value {url:?}: {e}")))
 }
 
-fn path_segment(option: &str, value: &str, errors: &mut Vec<ConfigError>) {
+fn path_segment(at: &Locations, option: &str, value: &str, errors: &mut Vec<ConfigError>) {
     if value.is_empty() || value.contains('/') || value.chars().any(char::is_whitespace) {
-        errors.push(ConfigError::option(
+        errors.push(at.error(
             option,
             format!(
                 "invalid value {value:?}: must be one non-empty path segment without '/' or spaces"
@@ -188,14 +294,16 @@ fn path_segment(option: &str, value: &str, errors: &mut Vec<ConfigError>) {
 pub(crate) fn validate(
     options: Options,
     source: Option<PathBuf>,
+    at: &Locations,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> Option<Settings> {
     let g = &options.glance;
 
     if g.swift_temp_url_duration < g.swift_temp_url_expected_download_start_delay {
-        errors.push(ConfigError::option(
+        errors.push(at.error_near(
             "glance.swift_temp_url_duration",
+            &["glance.swift_temp_url_expected_download_start_delay"],
             format!(
                 "{} is less than glance.swift_temp_url_expected_download_start_delay ({}); the URLs would expire \
                  before downloads start. Raise the duration or lower the delay",
@@ -212,7 +320,7 @@ pub(crate) fn validate(
 
     let key = match (&g.swift_temp_url_key, &g.swift_temp_url_key_file) {
         (Some(_), Some(_)) => {
-            errors.push(ConfigError::option(
+            errors.push(at.error(
                 "glance.swift_temp_url_key_file",
                 "is set together with glance.swift_temp_url_key; keep only one of them",
             ));
@@ -220,13 +328,9 @@ pub(crate) fn validate(
         }
         (Some(k), None) if k.expose().is_empty() => None,
         (Some(k), None) => Some(k.clone()),
-        (None, Some(path)) => match read_secret_file("glance.swift_temp_url_key_file", path) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        },
+        (None, Some(path)) => {
+            secret_file(at, "glance.swift_temp_url_key_file", path, errors, warnings)
+        }
         (None, None) => None,
     };
 
@@ -234,18 +338,19 @@ pub(crate) fn validate(
         ("glance.swift_api_version", &g.swift_api_version),
         ("glance.swift_container", &g.swift_container),
     ] {
-        path_segment(opt, value, errors);
+        path_segment(at, opt, value, errors);
     }
     if let Some(account) = &g.swift_account {
-        path_segment("glance.swift_account", account, errors);
+        path_segment(at, "glance.swift_account", account, errors);
     }
 
     let public = g
         .swift_endpoint_url
         .as_deref()
-        .map(|u| endpoint("glance.swift_endpoint_url", u, &g.swift_account_prefix));
+        .map(|u| endpoint(at, "glance.swift_endpoint_url", u, &g.swift_account_prefix));
     let internal = g.swift_internal_endpoint_url.as_deref().map(|u| {
         endpoint(
+            at,
             "glance.swift_internal_endpoint_url",
             u,
             &g.swift_account_prefix,
@@ -280,20 +385,23 @@ pub(crate) fn validate(
     };
     if options.ipxe.use_swift {
         if g.swift_endpoint_url.is_none() {
-            errors.push(ConfigError::option(
+            errors.push(at.error_near(
                 "glance.swift_endpoint_url",
+                &["ipxe.use_swift"],
                 "is required when ipxe.use_swift = true: set the Swift endpoint nodes reach, e.g. http://swift.example.com:8080",
             ));
         }
         if g.swift_account.is_none() {
-            errors.push(ConfigError::option(
+            errors.push(at.error_near(
                 "glance.swift_account",
+                &["ipxe.use_swift"],
                 "is required when ipxe.use_swift = true: set the account that holds the images, e.g. AUTH_<project id>",
             ));
         }
         if key.is_none() && g.swift_temp_url_key_file.is_none() {
-            errors.push(ConfigError::option(
+            errors.push(at.error_near(
                 "glance.swift_temp_url_key",
+                &["ipxe.use_swift"],
                 "is required when ipxe.use_swift = true: set it, or glance.swift_temp_url_key_file, to the \
                  account's or container's Temp-URL-Key",
             ));
@@ -303,10 +411,7 @@ pub(crate) fn validate(
     let database = match DatabaseUrl::parse(options.database.connection.expose()) {
         Ok(db) => Some(db),
         Err(reason) => {
-            errors.push(ConfigError::option(
-                "database.connection",
-                format!("invalid value: {reason}"),
-            ));
+            errors.push(at.error("database.connection", format!("invalid value: {reason}")));
             None
         }
     };
@@ -314,16 +419,11 @@ pub(crate) fn validate(
     let api = &options.api;
     let api_token = match api.auth_strategy {
         AuthStrategy::Token => match &api.token_file {
-            Some(path) => match read_secret_file("api.token_file", path) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    errors.push(e);
-                    None
-                }
-            },
+            Some(path) => secret_file(at, "api.token_file", path, errors, warnings),
             None => {
-                errors.push(ConfigError::option(
+                errors.push(at.error_near(
                     "api.token_file",
+                    &["api.auth_strategy"],
                     "is required when api.auth_strategy = token: point it at a file holding the token",
                 ));
                 None
@@ -337,8 +437,9 @@ pub(crate) fn validate(
                         api.host_ip
                     ));
                 } else {
-                    errors.push(ConfigError::option(
+                    errors.push(at.error_near(
                         "api.auth_strategy",
+                        &["api.host_ip"],
                         format!(
                             "noauth on the non-loopback address {} would let anyone who reaches it change what \
                              machines boot; use auth_strategy = token, bind api.host_ip to 127.0.0.1, or set \
@@ -351,9 +452,21 @@ pub(crate) fn validate(
             None
         }
     };
+    if api.max_body_size < api.max_document_size {
+        errors.push(at.error_near(
+            "api.max_body_size",
+            &["api.max_document_size"],
+            format!(
+                "{} is less than api.max_document_size ({}): a node whose driver_info is as large \
+                 as allowed could not be sent. Raise max_body_size or lower max_document_size",
+                api.max_body_size, api.max_document_size
+            ),
+        ));
+    }
     if api.host_ip == options.httpboot.host_ip && api.port == options.httpboot.port {
-        errors.push(ConfigError::option(
+        errors.push(at.error_near(
             "httpboot.port",
+            &["httpboot.host_ip", "api.port", "api.host_ip"],
             format!(
                 "{} is also api.port on the same address; give the boot server its own port",
                 api.port
@@ -361,7 +474,10 @@ pub(crate) fn validate(
         ));
     }
 
+    let templates = templates(&options, at, errors);
+
     let database = database?;
+    let templates = templates?;
     if !errors.is_empty() {
         return None;
     }
@@ -371,5 +487,6 @@ pub(crate) fn validate(
         swift,
         database,
         api_token,
+        templates,
     })
 }

@@ -204,18 +204,33 @@ pub fn validate_ip_range(range: &str) -> Result<(), TempUrlError> {
 pub struct Endpoint(String);
 
 impl Endpoint {
+    /// Checks an endpoint with the `url` crate: `http://` or `https://`, a host, an optional
+    /// port and path, no user info, query or fragment. The endpoint is kept as written, less
+    /// trailing slashes.
     pub fn parse(s: &str) -> Result<Endpoint, TempUrlError> {
         let bad = || TempUrlError::Endpoint(s.to_string());
-        let rest = s
-            .strip_prefix("http://")
-            .or_else(|| s.strip_prefix("https://"))
-            .ok_or_else(bad)?;
-        let host = rest.split('/').next().unwrap_or_default();
-        if host.is_empty()
-            || host.contains('@')
-            || s.contains(['?', '#'])
-            || s.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        // iPXE splits words on whitespace, and the url crate would silently drop tabs and
+        // newlines; it would also read `\` as `/`.
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) || s.contains('\\') {
+            return Err(bad());
+        }
+        let url = url::Url::parse(s).map_err(|_| bad())?;
+        // The url crate also accepts `HTTP://h`, `http:h` and `http:///h` (all as http://h/)
+        // and drops an empty `@`; the endpoint is kept as written, so it must be written
+        // plainly: the scheme in lower case, `//`, then the host.
+        let prefix = &url[..url::Position::BeforeUsername];
+        let authority = s.strip_prefix(prefix).map(|rest| {
+            let end = rest.find('/').unwrap_or(rest.len());
+            &rest[..end]
+        });
+        let plain = matches!(url.scheme(), "http" | "https")
+            && url.host_str().is_some_and(|h| !h.is_empty())
+            && authority.is_some_and(|a| !a.is_empty() && !a.contains('@'))
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.query().is_none()
+            && url.fragment().is_none();
+        if !plain {
             return Err(bad());
         }
         Ok(Endpoint(s.trim_end_matches('/').to_string()))

@@ -1,7 +1,11 @@
 //! The `ironboot` binary: exit codes, `serve` start-up and shutdown, and the `node`
 //! commands against a running server.
 
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -13,16 +17,183 @@ fn ironboot() -> Command {
     let mut c = Command::new(ironboot_bin());
     c.env_remove("IRONBOOT_CONFIG")
         .env_remove("IRONBOOT_URL")
-        .env_remove("IRONBOOT_TOKEN_FILE");
+        .env_remove("IRONBOOT_TOKEN_FILE")
+        .env_remove("IRONBOOT_TEMP_URL_KEY");
     c
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// A port that was free a moment ago. Another process may take it before `serve` binds
+/// it: use it only through [`start_serve`], which starts again on new ports when that
+/// happens.
+fn probably_free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A loopback port that refuses connections for as long as the socket lives: it is
+/// bound, so nothing else can take it, and it does not listen.
+fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
+/// A `serve` that logged `ironboot serving`, with the addresses it logged and a thread
+/// collecting the rest of its stderr.
+struct Serving {
+    child: Child,
+    api: String,
+    boot: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Serving {
+    /// Waits for the process to exit (after a signal) and returns its status and log.
+    fn wait(mut self, within: Duration) -> (ExitStatus, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > within {
+                self.child.kill().ok();
+                panic!(
+                    "serve did not stop within {within:?}:\n{}",
+                    self.log.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.reader.join().unwrap();
+        let log = self.log.lock().unwrap().clone();
+        (status, log)
+    }
+}
+
+/// The value of `field=` in a log line.
+fn log_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(field)?.strip_prefix('='))
+}
+
+/// Starts `serve` with `command(api_port, boot_port)` and waits for its `ironboot serving`
+/// line. Picking free ports by binding and releasing them races with every other process;
+/// when `serve` then cannot listen because a port was taken meanwhile, it is started again
+/// on new ports. Any other exit is a failure.
+fn start_serve(mut command: impl FnMut(u16, u16) -> Command) -> Serving {
+    for _ in 0..5 {
+        let (api, boot) = (probably_free_port(), probably_free_port());
+        if api == boot {
+            continue;
+        }
+        let mut child = command(api, boot)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        let reader = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    log.lock().unwrap().push_str(&format!("{line}\n"));
+                    let _ = tx.send(line);
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains("ironboot serving") => {
+                    let api_addr = log_field(&line, "api").expect("api= in the log line");
+                    let boot_addr = log_field(&line, "boot").expect("boot= in the log line");
+                    assert_eq!(api_addr, format!("127.0.0.1:{api}"), "{line}");
+                    assert_eq!(boot_addr, format!("127.0.0.1:{boot}"), "{line}");
+                    return Serving {
+                        api: api_addr.to_string(),
+                        boot: boot_addr.to_string(),
+                        child,
+                        log,
+                        reader,
+                    };
+                }
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().unwrap();
+                    reader.join().unwrap();
+                    let log = log.lock().unwrap().clone();
+                    if log.contains("cannot listen on") && log.contains("in use") {
+                        eprintln!("a port was taken before serve bound it; new ports: {log}");
+                        break;
+                    }
+                    panic!("serve exited ({status}) before serving:\n{log}");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    child.kill().ok();
+                    panic!(
+                        "serve did not log `ironboot serving` within 30 s:\n{}",
+                        log.lock().unwrap()
+                    );
+                }
+            }
+        }
+    }
+    panic!("serve could not bind free ports in 5 attempts");
+}
+
+/// Runs a command to completion, killing it after `timeout` (then the output says so).
+fn output_within(cmd: &mut Command, timeout: Duration) -> (Option<ExitStatus>, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).ok();
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).ok();
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > timeout {
+            child.kill().ok();
+            child.wait().ok();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (
+        status,
+        out_reader.join().unwrap(),
+        err_reader.join().unwrap(),
+    )
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -73,9 +244,14 @@ fn invalid_config_exits_64_naming_the_option() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("pxe.ipxe_config_template: template node.ipxe:")
+        err.contains(&format!(
+            "{}:4: pxe.ipxe_config_template: the template {}/node.j2 does not compile",
+            conf.display(),
+            dir.path().display()
+        )) && err.contains("template node.ipxe:"),
+        "{err}"
     );
     // a missing config file named on the command line is an error, not the defaults
     let out = ironboot()
@@ -129,49 +305,48 @@ fn serve_runs_without_root_and_stops_on_sigterm() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    let (api, boot) = (free_port(), free_port());
-    // Ports are the only thing set, through a config file nobody can read; everything else
-    // is a default.
-    let conf = home.path().join("ports.conf");
-    std::fs::write(
-        &conf,
-        format!("[api]\nport = {api}\n[httpboot]\nport = {boot}\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let as_root = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false);
-    let mut cmd = if as_root {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(ironboot_bin());
-        c
-    } else {
-        Command::new(ironboot_bin())
-    };
     let state = home.path().join("xdg-state");
-    let mut child = cmd
-        .env_remove("IRONBOOT_CONFIG")
-        .env("HOME", home.path())
-        .env("XDG_STATE_HOME", &state)
-        .arg("--config")
-        .arg(&conf)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    // Ports are the only thing set, through a config file nobody can read; everything else
+    // is a default.
+    let conf = home.path().join("ports.conf");
+    let serving = start_serve(|api, boot| {
+        std::fs::write(
+            &conf,
+            format!("[api]\nport = {api}\n[httpboot]\nport = {boot}\n"),
+        )
         .unwrap();
+        std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let mut cmd = if as_root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(ironboot_bin());
+            c
+        } else {
+            Command::new(ironboot_bin())
+        };
+        cmd.env_remove("IRONBOOT_CONFIG")
+            .env("HOME", home.path())
+            .env("XDG_STATE_HOME", &state)
+            .arg("--config")
+            .arg(&conf)
+            .arg("serve");
+        cmd
+    });
+    let (api, boot) = (serving.api.clone(), serving.boot.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     let healthy = loop {
-        if let Ok(r) = reqwest::blocking::get(format!("http://127.0.0.1:{api}/healthz")) {
+        if let Ok(r) = reqwest::blocking::get(format!("http://{api}/healthz")) {
             break r.status().is_success();
         }
         assert!(Instant::now() < deadline, "serve did not come up");
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(healthy);
-    let master = reqwest::blocking::get(format!("http://127.0.0.1:{boot}/boot.ipxe"))
+    let master = reqwest::blocking::get(format!("http://{boot}/boot.ipxe"))
         .unwrap()
         .text()
         .unwrap();
@@ -183,22 +358,10 @@ fn serve_runs_without_root_and_stops_on_sigterm() {
     assert!(state.join("ironboot/httpboot/boot.ipxe").exists());
 
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &serving.child.id().to_string()])
         .status()
         .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "serve did not stop within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut log = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let (status, log) = serving.wait(Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{log}");
     assert!(
         !log.contains('\u{1b}'),
@@ -304,14 +467,10 @@ async fn node_commands_drive_the_api() {
     s.stop().await;
 
     // an API that is not there is a clear error
-    let out = tokio::task::spawn_blocking(|| {
+    let (_socket, port) = refusing_port();
+    let out = tokio::task::spawn_blocking(move || {
         ironboot()
-            .args([
-                "node",
-                "--url",
-                &format!("http://127.0.0.1:{}", free_port()),
-                "list",
-            ])
+            .args(["node", "--url", &format!("http://127.0.0.1:{port}"), "list"])
             .output()
             .unwrap()
     })
@@ -319,4 +478,437 @@ async fn node_commands_drive_the_api() {
     .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `ironboot serve` running?"));
+}
+
+/// Options that take any value: no bad value exists for them alone. Every other option has
+/// rows in [`BAD_VALUES`].
+const ANY_VALUE_IS_VALID: &[&str] = &[
+    // a secret string; only its combination with the key file can be wrong
+    "glance.swift_temp_url_key",
+];
+
+/// `(option, bad value, lines the value needs around it to matter)`. `{dir}` is a
+/// directory holding `broken.j2` (does not compile), `undefined.j2` (renders an undefined
+/// variable) and `blank` (only newlines). At least one row per option of
+/// `ironboot::config::option_specs()`, except [`ANY_VALUE_IS_VALID`].
+const BAD_VALUES: &[(&str, &str, &str)] = &[
+    ("DEFAULT.state_path", "", ""),
+    ("DEFAULT.host", "", ""),
+    ("DEFAULT.graceful_shutdown_timeout", "0", ""),
+    ("DEFAULT.graceful_shutdown_timeout", "3601", ""),
+    ("ipxe.use_swift", "maybe", ""),
+    ("ipxe.fallback_script", "boot.ipxe", ""),
+    ("ipxe.fallback_script", "pxelinux.cfg", ""),
+    ("ipxe.fallback_script", "a{b", ""),
+    ("ipxe.fallback_script", ":x", ""),
+    ("ipxe.fallback_script", "*x", ""),
+    ("ipxe.fallback_script", "sub/inspector.ipxe", ""),
+    (
+        "ipxe.fallback_script",
+        "5f7b3a3e-4a7c-4d1e-9f5e-2b8a6c1d0e9f",
+        "",
+    ),
+    ("ipxe.fallback_script", "tftp://10.0.0.1/inspector.ipxe", ""),
+    ("ipxe.download_attempts", "0", ""),
+    ("ipxe.download_attempts", "51", ""),
+    ("ipxe.retry_max_delay", "0", ""),
+    ("ipxe.retry_max_delay", "601", ""),
+    ("pxe.ipxe_timeout", "3601", ""),
+    ("pxe.ipxe_timeout", "-1", ""),
+    ("pxe.kernel_append_params", "console=ttyS0 || reboot", ""),
+    ("pxe.kernel_append_params", "root=$${root}", ""),
+    ("pxe.kernel_append_params", "quiet #rest", ""),
+    ("pxe.ipxe_boot_script", "{dir}/broken.j2", ""),
+    ("pxe.ipxe_boot_script", "{dir}/missing.j2", ""),
+    ("pxe.ipxe_config_template", "{dir}/broken.j2", ""),
+    ("pxe.ipxe_config_template", "{dir}/undefined.j2", ""),
+    ("pxe.ipxe_config_template", "{dir}/missing.j2", ""),
+    ("deploy.http_root", "", ""),
+    ("glance.swift_temp_url_key_file", "{dir}/missing-key", ""),
+    ("glance.swift_temp_url_key_file", "{dir}/blank", ""),
+    ("glance.swift_temp_url_duration", "0", ""),
+    ("glance.swift_temp_url_duration", "315360001", ""),
+    ("glance.swift_temp_url_duration", "18446744073709551615", ""),
+    (
+        "glance.swift_temp_url_expected_download_start_delay",
+        "315360001",
+        "",
+    ),
+    ("glance.swift_temp_url_digest", "md5", ""),
+    ("glance.swift_temp_url_ip_range", "10.0.0.1/8", ""),
+    ("glance.swift_endpoint_url", "ftp://swift.example.com", ""),
+    ("glance.swift_endpoint_url", "http://user:pass@swift", ""),
+    ("glance.swift_internal_endpoint_url", "swift:8080", ""),
+    ("glance.swift_api_version", "v1/x", ""),
+    ("glance.swift_account", "AUTH_a/b", ""),
+    ("glance.swift_account_prefix", "AU/TH", ""),
+    ("glance.swift_container", "a/b", ""),
+    ("glance.swift_store_multiple_containers_seed", "33", ""),
+    ("database.connection", "mysql+pymysql://u:p@h/db", ""),
+    ("database.connection", "sqlite://", ""),
+    ("database.max_pool_size", "0", ""),
+    ("database.max_pool_size", "1001", ""),
+    ("api.host_ip", "localhost", ""),
+    ("api.port", "0", ""),
+    ("api.port", "65536", ""),
+    ("api.auth_strategy", "keystone", ""),
+    (
+        "api.token_file",
+        "{dir}/missing-token",
+        "[api]\nauth_strategy = token\n",
+    ),
+    (
+        "api.token_file",
+        "{dir}/blank",
+        "[api]\nauth_strategy = token\n",
+    ),
+    ("api.allow_insecure_noauth", "maybe", ""),
+    ("api.header_timeout", "0", ""),
+    ("api.header_timeout", "3601", ""),
+    ("api.keepalive_timeout", "0", ""),
+    ("api.request_timeout", "3601", ""),
+    ("api.max_connections", "1048577", ""),
+    ("api.max_limit", "0", ""),
+    ("api.max_limit", "100001", ""),
+    ("api.max_document_size", "1023", ""),
+    ("api.max_document_size", "67108865", ""),
+    ("api.max_body_size", "1023", ""),
+    // below the default max_document_size (65536): a rule across options
+    ("api.max_body_size", "65535", ""),
+    ("httpboot.host_ip", "::g", ""),
+    ("httpboot.port", "0", ""),
+    ("httpboot.port", "70000", ""),
+    ("httpboot.header_timeout", "0", ""),
+    ("httpboot.keepalive_timeout", "3601", ""),
+    ("httpboot.max_connections", "2000000", ""),
+];
+
+/// A config with `option = value` on a line of its own, after a base that puts the state
+/// in `dir` and the listeners on `ports`; returns the text and the option's line.
+fn config_with(
+    dir: &Path,
+    ports: (u16, u16),
+    option: &str,
+    value: &str,
+    context: &str,
+) -> (String, usize) {
+    let (section, name) = option.split_once('.').unwrap();
+    let mut text = String::new();
+    if option != "DEFAULT.state_path" {
+        text.push_str(&format!(
+            "[DEFAULT]\nstate_path = {}/state\n",
+            dir.display()
+        ));
+    }
+    if option != "api.port" {
+        text.push_str(&format!("[api]\nport = {}\n", ports.0));
+    }
+    if option != "httpboot.port" {
+        text.push_str(&format!("[httpboot]\nport = {}\n", ports.1));
+    }
+    text.push_str(context);
+    text.push_str(&format!("[{section}]\n"));
+    let line = text.lines().count() + 1;
+    let value = value.replace("{dir}", &dir.display().to_string());
+    text.push_str(&format!("{name} = {value}\n"));
+    (text, line)
+}
+
+/// Every option has a bad value; for each, `config check` and `serve` both exit 64 and
+/// name the option at its file:line, and `serve` does so before binding anything: its
+/// ports are held by this test, so a `serve` that got as far as binding would fail with
+/// "cannot listen on" (exit 1), and one that started serving would be killed after 20 s.
+#[test]
+fn config_check_and_serve_refuse_a_bad_value_of_every_option_with_file_and_line() {
+    let known: Vec<String> = ironboot::config::option_specs()
+        .iter()
+        .map(|s| s.key())
+        .collect();
+    for key in &known {
+        let covered = BAD_VALUES.iter().any(|(o, _, _)| o == key);
+        let exempt = ANY_VALUE_IS_VALID.contains(&key.as_str());
+        assert!(
+            covered != exempt,
+            "{key}: add a bad value to BAD_VALUES, or (only if no value can be wrong) list it \
+             in ANY_VALUE_IS_VALID, not both"
+        );
+    }
+    for (option, _, _) in BAD_VALUES {
+        assert!(
+            known.iter().any(|k| k == option),
+            "{option} in BAD_VALUES is not an option"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.j2"), "{% if %}").unwrap();
+    std::fs::write(
+        dir.path().join("undefined.j2"),
+        "#!ipxe\n{{ no_such_variable }}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("blank"), "\n\n").unwrap();
+    // Held for the whole test: serve must never get to bind them.
+    let api_port = TcpListener::bind("127.0.0.1:0").unwrap();
+    let boot_port = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ports = (
+        api_port.local_addr().unwrap().port(),
+        boot_port.local_addr().unwrap().port(),
+    );
+
+    let mut failures = Vec::new();
+    for (i, (option, value, context)) in BAD_VALUES.iter().enumerate() {
+        let (text, line) = config_with(dir.path(), ports, option, value, context);
+        let conf = dir.path().join(format!("bad-{i}.conf"));
+        std::fs::write(&conf, &text).unwrap();
+        let expected = format!("{}:{line}: {option}: ", conf.display());
+        for cmd in [&["config", "check"][..], &["serve"][..]] {
+            let (status, _, stderr) = output_within(
+                ironboot().arg("--config").arg(&conf).args(cmd),
+                Duration::from_secs(20),
+            );
+            let problem = match status {
+                None => Some("was still running after 20 s (it accepted the value)".into()),
+                Some(s) if s.code() != Some(64) => Some(format!("exited with {s}, not 64")),
+                Some(_) if !stderr.contains(&expected) => {
+                    Some(format!("did not print {expected:?}"))
+                }
+                Some(_) if stderr.contains("ironboot serving") => Some("started serving".into()),
+                Some(_) => None,
+            };
+            if let Some(problem) = problem {
+                failures.push(format!(
+                    "{option} = {value:?}: `ironboot {}` {problem}\n--- config:\n{text}--- stderr:\n{stderr}",
+                    cmd.join(" ")
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} checks failed:\n\n{}",
+        failures.len(),
+        BAD_VALUES.len() * 2,
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn regression_fallback_script_route_panics_serve() {
+    // serve built its boot router with `/<fallback_script>`: boot.ipxe overlapped the
+    // master script's route and `a{b`, `:x` and `*x` are route patterns, so serve panicked
+    // (exit 101) on a configuration that `config check` called valid.
+    let dir = tempfile::tempdir().unwrap();
+    let (_api, api) = refusing_port();
+    let (_boot, boot) = refusing_port();
+    for name in ["boot.ipxe", "a{b", ":x", "*x", "pxelinux.cfg"] {
+        let conf = dir.path().join("ironboot.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[DEFAULT]\nstate_path = {}\n[api]\nport = {api}\n[httpboot]\nport = {boot}\n\
+                 [ipxe]\nfallback_script = {name}\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        for cmd in [&["config", "check"][..], &["serve"][..]] {
+            let (status, _, stderr) = output_within(
+                ironboot().arg("--config").arg(&conf).args(cmd),
+                Duration::from_secs(20),
+            );
+            assert_eq!(
+                status.and_then(|s| s.code()),
+                Some(64),
+                "{name}: {cmd:?}: {stderr}"
+            );
+            assert!(
+                stderr.contains(&format!(
+                    "{}:8: ipxe.fallback_script: invalid value {name:?}",
+                    conf.display()
+                )) && !stderr.contains("panicked"),
+                "{name}: {cmd:?}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn regression_utf8_bom_config_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ironboot.conf");
+    std::fs::write(&conf, "\u{feff}[glance]\nswift_container = images\n").unwrap();
+    let out = ironboot()
+        .arg("--config")
+        .arg(&conf)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("swift_container = images"),
+        "{}",
+        text(&out)
+    );
+    // and lines are still counted from the first
+    std::fs::write(
+        &conf,
+        "\u{feff}[glance]\nswift_store_multiple_containers_seed = 40\n",
+    )
+    .unwrap();
+    let out = ironboot()
+        .arg("--config")
+        .arg(&conf)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out).contains(&format!(
+            "{}:2: glance.swift_store_multiple_containers_seed",
+            conf.display()
+        )),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn regression_token_file_with_two_newlines_warns_everywhere_it_is_read() {
+    // One rule for every secret file: one trailing newline is removed, other whitespace
+    // is kept and reported. `tok\n\n` used to be accepted by serve as `tok\n`, which no
+    // client sent (node --token-file stripped every newline).
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tok-123\n\n").unwrap();
+    let conf = dir.path().join("ironboot.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[api]\nauth_strategy = token\ntoken_file = {}\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    let out = ironboot()
+        .arg("--config")
+        .arg(&conf)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "warning: {}:3: api.token_file: the secret in {} has whitespace at the end",
+            conf.display(),
+            token.display()
+        )),
+        "{err}"
+    );
+    assert!(!text(&out).contains("tok-123"));
+
+    // node --token-file: the same warning (the command then fails to connect)
+    let (_socket, port) = refusing_port();
+    let out = ironboot()
+        .args(["node", "--url", &format!("http://127.0.0.1:{port}")])
+        .arg("--token-file")
+        .arg(&token)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "warning: --token-file: the secret in {} has whitespace at the end",
+            token.display()
+        )),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&token, "\n").unwrap();
+    let out = ironboot()
+        .args(["node", "--url", &format!("http://127.0.0.1:{port}")])
+        .arg("--token-file")
+        .arg(&token)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is empty"), "{}", text(&out));
+
+    // tempurl --key-file: the key keeps its extra newline (the same signature as that key
+    // given directly) and the command warns; a single newline is removed
+    let key = dir.path().join("key");
+    let sign = |key_arg: &[&str], key_file: Option<&Path>| {
+        let mut c = ironboot();
+        c.args([
+            "tempurl",
+            "--absolute",
+            "GET",
+            "1900000000",
+            "/v1/AUTH_a/c/o",
+        ]);
+        if let Some(f) = key_file {
+            c.arg("--key-file").arg(f);
+        }
+        c.args(key_arg);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    std::fs::write(&key, "k3y\n").unwrap();
+    let (url, warn) = sign(&[], Some(&key));
+    assert_eq!(url, sign(&["k3y"], None).0);
+    assert!(warn.is_empty(), "{warn}");
+    std::fs::write(&key, "k3y\n\n").unwrap();
+    let (url, warn) = sign(&[], Some(&key));
+    assert_eq!(url, sign(&["k3y\n"], None).0);
+    assert_ne!(url, sign(&["k3y"], None).0);
+    assert!(
+        warn.contains(&format!(
+            "WARNING: --key-file: the secret in {} has whitespace at the end",
+            key.display()
+        )),
+        "{warn}"
+    );
+}
+
+/// The zone-less ISO forms are local times, as `time.mktime` reads them: run the binary
+/// in fixed zones (POSIX TZ strings need no zone database).
+#[test]
+fn tempurl_reads_zone_less_iso_times_in_the_local_zone() {
+    let expires = |tz: &str, time: &str| -> i64 {
+        let out = ironboot()
+            .env("TZ", tz)
+            .args(["tempurl", "GET", time, "/v1/AUTH_a/c/o", "key"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "TZ={tz} {time}: {}", text(&out));
+        let url = String::from_utf8(out.stdout).unwrap();
+        url.trim()
+            .rsplit_once("temp_url_expires=")
+            .and_then(|(_, n)| n.split('&').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no temp_url_expires in {url}"))
+    };
+    let noon_utc = 1_795_694_400; // 2026-11-26T12:00:00Z
+    assert_eq!(expires("UTC0", "2026-11-26T12:00:00"), noon_utc);
+    assert_eq!(expires("JST-9", "2026-11-26T12:00:00"), noon_utc - 9 * 3600);
+    assert_eq!(
+        expires("EST5EDT,M3.2.0,M11.1.0", "2026-11-26T12:00:00"),
+        noon_utc + 5 * 3600
+    );
+    // summer time in the same zone
+    assert_eq!(
+        expires("EST5EDT,M3.2.0,M11.1.0", "2026-07-01T12:00:00"),
+        1_782_907_200 + 4 * 3600
+    );
+    // a date alone is local midnight; Z is UTC whatever the zone
+    assert_eq!(
+        expires("JST-9", "2026-11-26"),
+        noon_utc - 12 * 3600 - 9 * 3600
+    );
+    assert_eq!(expires("JST-9", "2026-11-26T12:00:00Z"), noon_utc);
 }
