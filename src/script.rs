@@ -23,6 +23,8 @@ pub enum Unsafe {
     /// A control character, with its code point.
     Control(u32),
     Whitespace,
+    /// A `\n` or `\r` in what must be one line.
+    LineBreak,
     Expansion,
     Comment,
     Operator(&'static str),
@@ -39,6 +41,9 @@ impl fmt::Display for Unsafe {
             ),
             Unsafe::Whitespace => f.write_str(
                 "contains whitespace, which splits it into two words in iPXE; percent-encode it (%20)",
+            ),
+            Unsafe::LineBreak => f.write_str(
+                "contains a line break; it must be a single line (iPXE would run the rest as a command)",
             ),
             Unsafe::Expansion => f.write_str(
                 "contains ${, which iPXE would expand as a setting; percent-encode the $ (%24)",
@@ -93,6 +98,9 @@ pub fn check_word(text: &str) -> Result<(), Unsafe> {
 /// Words on one line, at most `max_len` bytes: no control character (so no line break),
 /// no `${`, and no word that starts with `#` or is an operator. May be empty.
 pub fn check_line(text: &str, max_len: usize) -> Result<(), Unsafe> {
+    if text.contains(['\n', '\r']) {
+        return Err(Unsafe::LineBreak);
+    }
     check_chars(text)?;
     if text.len() > max_len {
         return Err(Unsafe::TooLong(max_len));
@@ -134,8 +142,8 @@ mod tests {
         assert_eq!(check_line("", 10), Ok(()));
         assert_eq!(check_line("nofb vga=normal a=b&c x#y", 100), Ok(()));
         for (bad, why) in [
-            ("a\nb", Unsafe::Control(0x0a)),
-            ("a\rb", Unsafe::Control(0x0d)),
+            ("a\nb", Unsafe::LineBreak),
+            ("a\rb", Unsafe::LineBreak),
             ("a\u{0}b", Unsafe::Control(0)),
             ("a\u{1b}[31m", Unsafe::Control(0x1b)),
             ("a\u{7f}", Unsafe::Control(0x7f)),

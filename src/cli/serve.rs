@@ -9,24 +9,12 @@ use std::time::Duration;
 use super::{Cli, CliError};
 use crate::boot::BootService;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{ConfigError, ConfigErrors, Settings};
+use crate::config::Settings;
 use crate::ipxe::Templates;
 use crate::mirror::Mirror;
 use crate::server::{self, App, ListenerSettings, listen};
 use crate::service::{Limits, Service};
 use crate::store::Store;
-
-fn config_error(option: &str, message: impl Into<String>) -> CliError {
-    CliError::Config(ConfigErrors(vec![ConfigError::option(option, message)]))
-}
-
-fn read_template(option: &str, path: Option<&std::path::Path>) -> Result<Option<String>, CliError> {
-    path.map(|p| {
-        std::fs::read_to_string(p)
-            .map_err(|e| config_error(option, format!("cannot read {}: {e}", p.display())))
-    })
-    .transpose()
-}
 
 /// `[ipxe] fallback_script` is served by ironboot when it is a plain file name.
 fn fallback_file(settings: &Settings) -> Option<(String, std::path::PathBuf)> {
@@ -48,15 +36,15 @@ pub async fn build_service(
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<Service>, CliError> {
     let o = &settings.options;
-    let boot_script = read_template("pxe.ipxe_boot_script", o.pxe.ipxe_boot_script.as_deref())?;
-    let node_template = read_template(
-        "pxe.ipxe_config_template",
-        o.pxe.ipxe_config_template.as_deref(),
-    )?;
-    let templates = Templates::new(boot_script, node_template)
-        .map_err(|e| config_error("pxe.ipxe_config_template", e.to_string()))?;
+    // Config validation compiled these already (so `config check` refuses what serve
+    // would); a failure here is a bug, reported as a runtime error.
+    let templates = Templates::new(
+        settings.templates.boot_script.clone(),
+        settings.templates.node_template.clone(),
+    )
+    .map_err(|e| CliError::Runtime(format!("templates: {e}")))?;
     let boot = BootService::new(settings, templates)
-        .map_err(|e| config_error("pxe.kernel_append_params", e.to_string()))?;
+        .map_err(|e| CliError::Runtime(format!("boot service: {e}")))?;
     let mirror = Mirror::new(&o.deploy.http_root);
     let root = mirror.root().to_path_buf();
     tokio::task::spawn_blocking(move || std::fs::create_dir_all(&root))
@@ -79,7 +67,9 @@ pub async fn build_service(
         mirror,
         clock,
         fallback_file(settings).map(|(_, path)| path),
-        Limits::default(),
+        Limits {
+            max_document_size: o.api.max_document_size as usize,
+        },
     )))
 }
 
@@ -89,28 +79,46 @@ pub fn app(settings: &Settings, service: Arc<Service>) -> Arc<App> {
         service,
         api_token: settings.api_token.clone(),
         fallback_route: fallback_file(settings).map(|(route, _)| route),
-        request_timeout: Duration::from_secs(60),
-        max_body_size: 1024 * 1024,
+        request_timeout: Duration::from_secs(settings.options.api.request_timeout),
+        max_body_size: settings.options.api.max_body_size as usize,
     })
 }
 
 /// The listeners' timeouts and connection caps, the caps split from the open-file limit.
-pub fn listener_settings(_settings: &Settings, nofile: u64) -> ListenerSettings {
-    let (api_cap, boot_cap) = listen::connection_caps(nofile, 0, 0);
+pub fn listener_settings(settings: &Settings, nofile: u64) -> ListenerSettings {
+    let o = &settings.options;
+    let (api_cap, boot_cap) = listen::connection_caps(
+        nofile,
+        o.api.max_connections as usize,
+        o.httpboot.max_connections as usize,
+    );
+    let warn_clamped = |option: &str, asked: u32, got: usize| {
+        if asked != 0 && got < asked as usize {
+            tracing::warn!(
+                "{option} = {asked} does not fit the open-file limit {nofile}; using {got}. Raise the hard limit (LimitNOFILE= in systemd) to allow more"
+            );
+        }
+    };
+    warn_clamped("api.max_connections", o.api.max_connections, api_cap);
+    warn_clamped(
+        "httpboot.max_connections",
+        o.httpboot.max_connections,
+        boot_cap,
+    );
     ListenerSettings {
         api: listen::ListenerLimits {
             name: "api",
-            header_timeout: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(o.api.header_timeout),
+            keepalive_timeout: Duration::from_secs(o.api.keepalive_timeout),
             max_connections: api_cap,
         },
         boot: listen::ListenerLimits {
             name: "boot",
-            header_timeout: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(75),
+            header_timeout: Duration::from_secs(o.httpboot.header_timeout),
+            keepalive_timeout: Duration::from_secs(o.httpboot.keepalive_timeout),
             max_connections: boot_cap,
         },
-        grace: Duration::from_secs(60),
+        grace: Duration::from_secs(o.default.graceful_shutdown_timeout),
     }
 }
 

@@ -116,7 +116,7 @@ fn fallback_script(value: &Option<String>) -> Result<(), String> {
             return Err(format!("the URL has no host; {fix}"));
         }
         return crate::ipxe::check_url("ipxe.fallback_script", name).map_err(|e| match e {
-            crate::ipxe::IpxeError::UnsafeUrl { reason, .. } => {
+            crate::ipxe::IpxeError::Unsafe { reason, .. } => {
                 format!("{reason}; percent-encode it or {fix}")
             }
             other => other.to_string(),

@@ -644,11 +644,11 @@ fn regression_fallback_script_route_panics_serve() {
 fn kernel_append_params_that_would_break_the_script_are_refused() {
     for (value, needle) in [
         ("console=ttyS0 || reboot", "||"),
-        ("a && b", "||"),
-        ("a ; b", "||"),
+        ("a && b", "&&"),
+        ("a ; b", "; as a separate word"),
         // $$ is the file's spelling of a literal $
         ("root=$${root}", "${"),
-        ("quiet #comment", "start with #"),
+        ("quiet #comment", "starting with #"),
         ("a\n  b", "single line"),
     ] {
         let text = format!("[pxe]\n\nkernel_append_params = {value}\n");

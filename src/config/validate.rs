@@ -258,7 +258,7 @@ fn templates(
                 file(NODE)
             ),
         ),
-        IpxeError::UnsafeUrl { reason, .. } => at.error(
+        IpxeError::Unsafe { reason, .. } => at.error(
             "ipxe.fallback_script",
             format!(
                 "cannot go into the master script: {reason}; name a file in deploy.http_root \

@@ -912,3 +912,149 @@ fn tempurl_reads_zone_less_iso_times_in_the_local_zone() {
     );
     assert_eq!(expires("JST-9", "2026-11-26T12:00:00Z"), noon_utc);
 }
+
+/// `serve` under a low open-file limit, with `extra` config appended; returns the running
+/// process and its config file's directory.
+fn serve_with(nofile: Option<u32>, extra: &str) -> (Serving, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ironboot.conf");
+    let state = dir.path().join("state");
+    let extra = extra.to_string();
+    let serving = start_serve(|api, boot| {
+        std::fs::write(
+            &conf,
+            format!(
+                "[DEFAULT]\nstate_path = {}\n[api]\nport = {api}\n[httpboot]\nport = {boot}\n{extra}",
+                state.display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("bash");
+        let limit = nofile.map_or(String::new(), |n| format!("ulimit -n {n} && "));
+        cmd.env_remove("IRONBOOT_CONFIG")
+            .arg("-c")
+            .arg(format!("{limit}exec \"$0\" --config \"$1\" serve"))
+            .arg(ironboot_bin())
+            .arg(&conf);
+        cmd
+    });
+    (serving, dir)
+}
+
+fn sigterm(child: &std::process::Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+/// Regression: with the open-file limit at 1,024, 1,100 idle connections to the boot port
+/// made both listeners stop accepting ("Too many open files"); the API and /healthz timed
+/// out too. Now each listener has a connection cap below the limit, with a reserve.
+#[test]
+fn regression_idle_boot_connections_starve_the_api() {
+    let (serving, _dir) = serve_with(
+        Some(256),
+        "[httpboot]\nheader_timeout = 3600\nkeepalive_timeout = 3600\n",
+    );
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        match std::net::TcpStream::connect(&serving.boot) {
+            Ok(c) => flood.push(c),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    let health = reqwest::blocking::Client::new()
+        .get(format!("http://{}/healthz", serving.api))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .expect("the API answers during a flood of the boot port");
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+    let created = reqwest::blocking::Client::new()
+        .post(format!("http://{}/v1/nodes", serving.api))
+        .header("content-type", "application/json")
+        .body(r#"{"name": "during-flood"}"#)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .unwrap();
+    assert_eq!(
+        created.status(),
+        reqwest::StatusCode::CREATED,
+        "the database still works"
+    );
+    let metrics = reqwest::blocking::get(format!("http://{}/metrics", serving.api))
+        .unwrap()
+        .text()
+        .unwrap();
+    let refused: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("ironboot_connections_refused_total{listener=\"boot\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(refused > 0.0, "refused connections are counted:\n{metrics}");
+    drop(flood);
+    sigterm(&serving.child);
+    let (status, log) = serving.wait(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("open-file limit") && log.contains("soft=256"),
+        "{log}"
+    );
+}
+
+/// Regression: a connection that sent half a request head, or nothing at all, stayed open
+/// forever. Now `header_timeout` closes it.
+#[test]
+fn regression_half_sent_requests_stay_open_forever() {
+    use std::io::{Read, Write};
+    let (serving, _dir) = serve_with(
+        None,
+        "[httpboot]\nheader_timeout = 1\n[api]\nheader_timeout = 1\n",
+    );
+    for addr in [&serving.boot, &serving.api] {
+        let mut idle = std::net::TcpStream::connect(addr).unwrap();
+        let mut half = std::net::TcpStream::connect(addr).unwrap();
+        half.write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        for conn in [&mut idle, &mut half] {
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut buf = Vec::new();
+            let start = Instant::now();
+            // EOF, or a 408 and then EOF, well before the 10 s read timeout
+            conn.read_to_end(&mut buf)
+                .unwrap_or_else(|e| panic!("{addr}: not closed by the header timeout: {e}"));
+            assert!(start.elapsed() < Duration::from_secs(8), "{addr}");
+        }
+    }
+    sigterm(&serving.child);
+    serving.wait(Duration::from_secs(20));
+}
+
+/// Regression: a SIGTERM with one half-sent request open kept the process alive until the
+/// client gave up. Now `graceful_shutdown_timeout` bounds the wait.
+#[test]
+fn regression_sigterm_waits_for_a_half_sent_request() {
+    use std::io::Write;
+    let (serving, _dir) = serve_with(
+        None,
+        "[DEFAULT]\ngraceful_shutdown_timeout = 1\n[httpboot]\nheader_timeout = 3600\n",
+    );
+    let mut half = std::net::TcpStream::connect(&serving.boot).unwrap();
+    half.write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // the request reached the server: a second, complete one on another connection is
+    // answered, so the server is accepting and reading
+    let ok = reqwest::blocking::get(format!("http://{}/boot.ipxe", serving.boot)).unwrap();
+    assert!(ok.status().is_success());
+    let start = Instant::now();
+    sigterm(&serving.child);
+    let (status, log) = serving.wait(Duration::from_secs(15));
+    assert!(status.success(), "{log}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "stopped after {:?}",
+        start.elapsed()
+    );
+    drop(half);
+}
