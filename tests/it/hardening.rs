@@ -160,3 +160,34 @@ async fn regression_unbounded_driver_info() {
     );
     s.stop().await;
 }
+
+/// An API request is bounded by `[api] request_timeout`: a prepare against a Swift that
+/// accepts connections and never answers gets a 503 `request_timeout`, not a hang.
+#[tokio::test]
+async fn api_requests_are_bounded_by_request_timeout() {
+    // accepts (the kernel's backlog) and never answers
+    let frozen = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let s = TestServer::start(
+        Db::Sqlite,
+        &format!(
+            "[api]\nrequest_timeout = 1\n[ipxe]\nuse_swift = true\n[glance]\n\
+             swift_endpoint_url = http://{}\nswift_account = AUTH_test\nswift_temp_url_key = k\n",
+            frozen.local_addr().unwrap()
+        ),
+    )
+    .await;
+    let (_, node) = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"macs": [random_mac()], "driver_info": {
+                "deploy_kernel": "swift://images/k", "deploy_ramdisk": "swift://images/r"}})),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    let r = s.set_target(node["uuid"].as_str().unwrap(), "deploy").await;
+    let m = assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "request_timeout", None);
+    assert!(m.contains("request_timeout"), "{m}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    s.stop().await;
+}
