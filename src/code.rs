@@ -32,6 +32,7 @@ codes! {
     DocumentTooLarge = "document_too_large",
     Unauthorized = "unauthorized",
     NotFound = "not_found",
+    MethodNotAllowed = "method_not_allowed",
     RequestTimeout = "request_timeout",
     // Nodes.
     NodeNotFound = "node_not_found",

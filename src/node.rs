@@ -34,15 +34,20 @@ impl Mac {
     /// in any case.
     pub fn parse(s: &str) -> Result<Mac, String> {
         let hex: String = s
-            .trim()
+            .trim_matches(|c: char| c.is_ascii_whitespace())
             .chars()
             .filter(|c| !matches!(c, ':' | '-' | '.'))
             .collect();
         let shaped = {
-            let t = s.trim();
-            let colon = t.len() == 17 && (t.split(':').count() == 6 || t.split('-').count() == 6);
-            let cisco = t.len() == 14 && t.split('.').count() == 3;
-            colon || cisco || t.len() == 12
+            let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
+            let groups = |sep: char, n: usize, width: usize| {
+                let parts: Vec<&str> = t.split(sep).collect();
+                parts.len() == n && parts.iter().all(|p| p.len() == width)
+            };
+            groups(':', 6, 2)
+                || groups('-', 6, 2)
+                || groups('.', 3, 4)
+                || (t.len() == 12 && t.bytes().all(|b| b.is_ascii_hexdigit()))
         };
         if !shaped || hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!(
@@ -318,6 +323,12 @@ pub fn validate_name(name: &str) -> Result<(), FieldError> {
             format!("{name:?} may contain only letters, digits and -._~"),
         ));
     }
+    if name == "." || name == ".." {
+        return Err(FieldError::new(
+            "name",
+            format!("{name:?} cannot be used in a URL path (clients remove dot segments)"),
+        ));
+    }
     if uuid::Uuid::try_parse(name).is_ok() {
         return Err(FieldError::new(
             "name",
@@ -343,8 +354,10 @@ pub fn parse_macs(raw: &[String]) -> Result<Vec<Mac>, FieldError> {
     Ok(macs)
 }
 
-/// The longest kernel command line accepted (x86's `COMMAND_LINE_SIZE`).
-pub const MAX_KERNEL_ARGS: usize = 2048;
+/// The longest kernel arguments accepted. x86 kernels keep 2047 bytes of command line and
+/// iPXE silently cuts the rest; the script appends ` initrd=<name>` and
+/// ` BOOTIF=01-<mac>` (up to 50 bytes) after the arguments, which must survive.
+pub const MAX_KERNEL_ARGS: usize = 1990;
 
 /// Checks a kernel command line: it goes into the script's `kernel` line as it is, so it
 /// must pass [`crate::script::check_line`].
@@ -387,6 +400,16 @@ mod tests {
         );
         assert!(Mac::parse("52:54:00:12:34:56:78").is_err());
         assert!(Mac::parse("5:54:00:12:34:56").is_err());
+        // regression (found by the script fuzzer): group sizes were not checked
+        for bad in [
+            "5-254-00-12-34-56",
+            "525:4:00:12:34:56",
+            "52.540012.3456",
+            "52:54-00:12-34:56",
+            "\u{85}52:54:00:12:34:56",
+        ] {
+            assert!(Mac::parse(bad).is_err(), "{bad:?}");
+        }
         assert!(Mac::parse("").is_err());
         assert!(
             Mac::parse("01:00:5e:00:00:01")
@@ -417,6 +440,8 @@ mod tests {
         assert!(validate_name("node-1.rack_2~a").is_ok());
         assert!(validate_name("").is_err());
         assert!(validate_name("has space").is_err());
+        assert!(validate_name(".").is_err() && validate_name("..").is_err());
+        assert!(validate_name("...").is_ok());
         assert!(
             validate_name("757274c4-2856-4bd2-bb20-9a4a231e187b")
                 .unwrap_err()

@@ -663,8 +663,11 @@ fn kernel_append_params_that_would_break_the_script_are_refused() {
             errs[0]
         );
     }
-    let long = "x".repeat(2049);
-    assert!(errors(&format!("[pxe]\nkernel_append_params = {long}\n"))[0].contains("2048"));
+    let long = "x".repeat(crate::node::MAX_KERNEL_ARGS + 1);
+    assert!(
+        errors(&format!("[pxe]\nkernel_append_params = {long}\n"))[0]
+            .contains(&crate::node::MAX_KERNEL_ARGS.to_string())
+    );
     ok("[pxe]\nkernel_append_params = console=ttyS0,115200n8 a|b a#b ip=dhcp\n");
     ok("[pxe]\nkernel_append_params =\n");
 }

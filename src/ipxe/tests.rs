@@ -205,3 +205,40 @@ fn custom_templates_are_checked_at_start() {
         "#!ipxe\necho 1be26c0b-03f2-4d2e-ae87-c02d7f33c123 deploy\n"
     );
 }
+
+/// Regression (found by the script fuzzer): 2048 bytes of kernel arguments were accepted,
+/// and the script appends `initrd=` and `BOOTIF=` after them; x86 kernels keep 2047 bytes
+/// of command line and iPXE cut the rest, so the initrd was lost. The longest arguments
+/// accepted now leave room for both, with the longest image name and any MAC.
+#[test]
+fn regression_long_kernel_args_push_initrd_off_the_command_line() {
+    let t = templates();
+    for target in ["deploy", "instance"] {
+        let mut c = ctx(target, "uefi");
+        c.kernel_args = "a".repeat(crate::node::MAX_KERNEL_ARGS);
+        c.mac = "ff-ff-ff-ff-ff-fe".into();
+        c.bootif = c.mac.clone();
+        let script = t.node(&c).unwrap();
+        let line = script
+            .lines()
+            .find(|l| l.starts_with("kernel "))
+            .expect("a kernel line");
+        let url = &c.kernel.as_ref().unwrap().url;
+        let cmdline = line
+            .split_once(url.as_str())
+            .unwrap()
+            .1
+            .trim_start()
+            .trim_end_matches("|| goto retry")
+            .trim_end();
+        assert!(
+            cmdline.ends_with(&format!("BOOTIF=01-{}", c.mac)),
+            "{cmdline}"
+        );
+        assert!(cmdline.len() <= 2047, "{target}: {} bytes", cmdline.len());
+    }
+    assert!(
+        crate::node::validate_kernel_args("k", &"a".repeat(crate::node::MAX_KERNEL_ARGS + 1))
+            .is_err()
+    );
+}

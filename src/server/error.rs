@@ -23,6 +23,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | InvalidImageRef | UnsupportedImageRef | ImageNotFound => StatusCode::BAD_REQUEST,
         BodyTooLarge | DocumentTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Unauthorized => StatusCode::UNAUTHORIZED,
+        MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         NotFound | NodeNotFound | FallbackMissing => StatusCode::NOT_FOUND,
         DuplicateMac | DuplicateName | ConcurrentUpdate | NoBootTarget | NoMacs => {
             StatusCode::CONFLICT

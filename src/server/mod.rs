@@ -106,17 +106,42 @@ async fn report_errors(
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| req.uri().path().to_string());
     let mut response = next.run(req).await;
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if listener == "api"
+        && (status.is_client_error() || status.is_server_error())
         && response.extensions().get::<ErrorReport>().is_none()
+        && !is_json
     {
-        response = ApiError::new(
-            ErrorCode::BodyTooLarge,
-            format!(
-                "the request body is larger than {} bytes ([api] max_body_size)",
-                app.max_body_size
+        // A rejection by axum itself (body limit, a path segment that is not UTF-8, a
+        // method the route lacks) becomes the JSON error every other answer has.
+        let (code, message) = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                ErrorCode::BodyTooLarge,
+                format!(
+                    "the request body is larger than {} bytes ([api] max_body_size)",
+                    app.max_body_size
+                ),
             ),
-        )
-        .into_response();
+            StatusCode::METHOD_NOT_ALLOWED => (
+                ErrorCode::MethodNotAllowed,
+                format!("{method} is not allowed on {route}"),
+            ),
+            StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such API path".to_string()),
+            _ => {
+                let body = axum::body::to_bytes(std::mem::take(response.body_mut()), 4096)
+                    .await
+                    .unwrap_or_default();
+                (
+                    ErrorCode::InvalidQuery,
+                    format!("invalid request: {}", String::from_utf8_lossy(&body)),
+                )
+            }
+        };
+        response = ApiError::new(code, message).into_response();
     }
     if let Some(report) = response.extensions().get::<ErrorReport>() {
         app.service.metrics().error(report.code.as_str());

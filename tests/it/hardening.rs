@@ -191,3 +191,40 @@ async fn api_requests_are_bounded_by_request_timeout() {
     assert!(started.elapsed() < std::time::Duration::from_secs(8));
     s.stop().await;
 }
+
+/// Regression (found by the script fuzzer): axum's own rejections were plain text: a node
+/// identifier that is not UTF-8, or a method a route lacks. Every API error is JSON.
+#[tokio::test]
+async fn regression_axum_rejections_are_plain_text() {
+    let s = TestServer::start(Db::Sqlite, "").await;
+    for (method, path, status, code) in [
+        (
+            Method::GET,
+            "/v1/nodes/%FF/ipxe",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/nodes/%FF",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            Method::DELETE,
+            "/v1/nodes",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::GET,
+            "/v2/nothing",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ] {
+        let r = s.call(method.clone(), path, None).await;
+        assert_error(&r, status, code, None);
+    }
+    s.stop().await;
+}
