@@ -35,10 +35,7 @@ impl ImageSource for HttpSource {
     fn locate(&self, field: &str, image: &ImageRef) -> Result<String, ImageError> {
         match image {
             ImageRef::Http(url) => Ok(url.clone()),
-            other => Err(ImageError::Unsupported {
-                field: field.into(),
-                message: format!("{} is not an http(s) reference", other.scheme()),
-            }),
+            other => Err(ImageError::not_mine(field, other, "http(s)")),
         }
     }
 

@@ -139,6 +139,15 @@ pub enum ImageError {
 }
 
 impl ImageError {
+    /// A source was asked about a reference it does not serve (a bug in `Sources`, or a
+    /// snapshot of another mode).
+    pub fn not_mine(field: &str, image: &ImageRef, source: &str) -> ImageError {
+        ImageError::Unsupported {
+            field: field.into(),
+            message: format!("{} is not a {source} reference", image.scheme()),
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             ImageError::Invalid(_) => ErrorCode::InvalidImageRef,

@@ -208,10 +208,7 @@ impl ImageSource for SwiftSource {
             ImageRef::Swift { container, object } => {
                 Ok(SwiftClient::object_path(&self.settings, container, object))
             }
-            other => Err(ImageError::Unsupported {
-                field: field.into(),
-                message: format!("{} is not a swift:// reference", other.scheme()),
-            }),
+            other => Err(ImageError::not_mine(field, other, "swift://")),
         }
     }
 
