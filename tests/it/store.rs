@@ -5,20 +5,86 @@ use ironboot::config::Secret;
 use ironboot::node::{BootMode, DriverInfo, InstanceInfo, Mac};
 use ironboot::store::{NewNode, Store, StoreError};
 
-use crate::support::server::{fresh_postgres_db, random_mac};
+use crate::support::required_env;
+use crate::support::server::{drop_postgres_db, fresh_postgres_db, random_mac};
 
 fn clock() -> std::sync::Arc<dyn ironboot::clock::Clock> {
     std::sync::Arc::new(ironboot::clock::SystemClock)
 }
 
-async fn open(postgres: bool) -> (Store, Option<tempfile::TempDir>) {
+/// A fresh PostgreSQL database, dropped when this is dropped: at the end of the test, and
+/// also when the test panics.
+pub struct PgDb {
+    pub url: String,
+}
+
+impl PgDb {
+    pub async fn new() -> PgDb {
+        PgDb {
+            url: fresh_postgres_db().await,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.url.rsplit('/').next().unwrap()
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        // Drop runs on the test's runtime, which cannot block on a future; a thread with a
+        // runtime of its own can.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(drop_postgres_db(&url))
+        })
+        .join();
+        if dropped.is_err() && !std::thread::panicking() {
+            panic!("cannot drop the test database {}", self.url);
+        }
+    }
+}
+
+/// Whether a database of that name exists on the test server.
+pub async fn postgres_db_exists(name: &str) -> bool {
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&required_env("IRONBOOT_TEST_PG_URL"))
+            .await
+            .unwrap();
+    sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// What a store under test leaves behind, removed when this is dropped: the SQLite
+/// directory or the PostgreSQL database.
+struct Cleanup {
+    dir: Option<tempfile::TempDir>,
+    pg: Option<PgDb>,
+}
+
+async fn open(postgres: bool) -> (Store, Cleanup) {
     if postgres {
-        let url = fresh_postgres_db().await;
+        let pg = PgDb::new().await;
         (
-            Store::open(&DatabaseUrl::Postgres(Secret::new(url)), 16, clock())
-                .await
-                .unwrap(),
-            None,
+            Store::open(
+                &DatabaseUrl::Postgres(Secret::new(pg.url.clone())),
+                16,
+                clock(),
+            )
+            .await
+            .unwrap(),
+            Cleanup {
+                dir: None,
+                pg: Some(pg),
+            },
         )
     } else {
         let dir = tempfile::tempdir().unwrap();
@@ -30,7 +96,10 @@ async fn open(postgres: bool) -> (Store, Option<tempfile::TempDir>) {
             )
             .await
             .unwrap(),
-            Some(dir),
+            Cleanup {
+                dir: Some(dir),
+                pg: None,
+            },
         )
     }
 }
@@ -136,7 +205,7 @@ async fn racing_creates_with_one_mac_leave_exactly_one_owner() {
 async fn the_boot_index_follows_every_write() {
     use ironboot::node::{PreparedBoot, Target};
     for postgres in [false, true] {
-        let (store, dir) = open(postgres).await;
+        let (store, cleanup) = open(postgres).await;
         let (a, b) = (random_mac(), random_mac());
         let (ma, mb) = (Mac::parse(&a).unwrap(), Mac::parse(&b).unwrap());
         let mut node = store.create_node(new_node(&a)).await.unwrap();
@@ -181,7 +250,7 @@ async fn the_boot_index_follows_every_write() {
         );
 
         // what a new process sees is what was committed
-        if let Some(dir) = &dir {
+        if let Some(dir) = &cleanup.dir {
             store.close().await;
             drop(store);
             let reopened = Store::open(
@@ -222,4 +291,16 @@ async fn a_second_process_cannot_share_an_sqlite_database() {
     Store::open(&db, 2, clock())
         .await
         .expect("free again once the first store is gone");
+}
+
+/// Regression: these tests made a PostgreSQL database each and never dropped it.
+#[tokio::test]
+async fn regression_store_tests_leave_postgres_databases_behind() {
+    let (store, cleanup) = open(true).await;
+    let name = cleanup.pg.as_ref().unwrap().name().to_string();
+    assert!(postgres_db_exists(&name).await);
+    store.create_node(new_node(&random_mac())).await.unwrap();
+    store.close().await;
+    drop((store, cleanup));
+    assert!(!postgres_db_exists(&name).await, "{name} is still there");
 }
