@@ -18,15 +18,16 @@
 //! This module holds no business rules: it stores what `boot` and the API decided.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::str::FromStr;
-// A panic while the index lock is held cannot leave the maps half-updated in a way that
-// matters (each update replaces whole entries), so a poisoned lock is used as it is rather
-// than failing every later boot request.
+// A panic while a lock is held cannot leave the maps half-updated in a way that matters
+// (each update replaces whole entries), so a poisoned lock is used as it is rather than
+// failing every later boot request.
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, ConnectOptions, Row};
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -116,7 +117,7 @@ pub struct NodeFilter {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite only: the boot path's index of committed state.
+    /// SQLite only: the boot path's index of committed state, and the locked file.
     index: Option<Arc<BootIndex>>,
     /// Stamps created_at and updated_at.
     clock: Arc<dyn Clock>,
@@ -209,56 +210,75 @@ pub fn rfc3339(ms: i64) -> String {
     .expect("formatting a UTC time")
 }
 
-fn sqlite_url(path: &std::path::Path) -> String {
-    let encoded: String = path
-        .display()
-        .to_string()
-        .chars()
-        .map(|c| match c {
-            '%' => "%25".to_string(),
-            '?' => "%3F".to_string(),
-            '#' => "%23".to_string(),
-            ' ' => "%20".to_string(),
-            c => c.to_string(),
-        })
-        .collect();
-    format!("sqlite://{encoded}?mode=rwc")
+/// The `Any` driver's options for an SQLite file (an absolute path). The driver only takes
+/// URLs, so the path is percent-encoded by the `url` crate as a file URL's path (every byte
+/// that is not plainly safe, `%`, `?`, `#`, spaces and control characters included), and
+/// the result is checked to name exactly that path when sqlx decodes it.
+fn sqlite_options(absolute: &Path) -> Result<AnyConnectOptions, StoreError> {
+    let open = |why: String| StoreError::Open(format!("{}: {why}", absolute.display()));
+    if absolute.to_str().is_none() {
+        return Err(open(
+            "the path is not valid UTF-8, which SQLite through sqlx requires".into(),
+        ));
+    }
+    let file_url = url::Url::from_file_path(absolute)
+        .map_err(|()| open("the path cannot be written as a URL".into()))?;
+    let url = url::Url::parse(&format!("sqlite://{}?mode=rwc", file_url.path()))
+        .map_err(|e| open(format!("the path cannot be written as a URL: {e}")))?;
+    let decoded = sqlx::sqlite::SqliteConnectOptions::from_url(&url)
+        .map_err(|e| open(format!("the path cannot be written as a URL: {e}")))?;
+    if decoded.get_filename() != absolute {
+        return Err(open(format!(
+            "the path cannot be written as a URL sqlx reads back (it reads {})",
+            decoded.get_filename().display()
+        )));
+    }
+    AnyConnectOptions::from_url(&url).map_err(|e| open(e.to_string()))
+}
+
+/// Error text without a password that a PostgreSQL URL might put in it.
+fn redacted(e: &sqlx::Error) -> String {
+    crate::config::validate::redact_url_password(&e.to_string())
 }
 
 impl Store {
-    /// Opens (creating it for SQLite) and migrates the database.
+    /// Opens (creating it for SQLite) and migrates the database, then loads the boot index
+    /// (SQLite).
     pub async fn open(
         db: &DatabaseUrl,
         max_connections: u32,
         clock: Arc<dyn Clock>,
     ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (url, backend) = match db {
+        let (options, backend, path) = match db {
             DatabaseUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| {
                         StoreError::Open(format!("cannot create {}: {e}", dir.display()))
                     })?;
                 }
-                (sqlite_url(path), Backend::Sqlite)
+                let path = std::path::absolute(path)
+                    .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+                (sqlite_options(&path)?, Backend::Sqlite, Some(path))
             }
-            DatabaseUrl::Postgres(url) => (url.expose().to_string(), Backend::Postgres),
+            DatabaseUrl::Postgres(url) => (
+                AnyConnectOptions::from_str(url.expose())
+                    .map_err(|e| StoreError::Open(redacted(&e)))?,
+                Backend::Postgres,
+                None,
+            ),
         };
-        let redact = |e: sqlx::Error| {
-            StoreError::Open(crate::config::validate::redact_url_password(&e.to_string()))
-        };
+        let failed = |e: sqlx::Error| StoreError::Open(redacted(&e));
         if backend == Backend::Sqlite {
             // WAL lets readers (the boot path) run while a write commits. Switching to it
             // takes an exclusive lock that the busy timeout cannot wait for, so it is done
             // once here, on a single connection, never by pooled connections racing.
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
-                .await
-                .map_err(redact)?;
+            let mut conn = options.connect().await.map_err(failed)?;
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&mut conn)
                 .await
-                .map_err(redact)?;
-            sqlx::Connection::close(conn).await.map_err(redact)?;
+                .map_err(failed)?;
+            sqlx::Connection::close(conn).await.map_err(failed)?;
         }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
@@ -279,39 +299,38 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect(&url)
+            .connect_with(options)
             .await
-            .map_err(redact)?;
+            .map_err(failed)?;
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        let index = match db {
-            DatabaseUrl::Sqlite(path) => {
-                let index = BootIndex {
-                    maps: RwLock::default(),
-                    write: tokio::sync::Mutex::new(()),
-                    _owner: lock_sqlite(path)?,
-                };
-                let store = Store {
-                    pool: pool.clone(),
-                    backend,
-                    index: None,
-                    clock: clock.clone(),
-                };
-                for node in store.list_nodes(&NodeFilter::default()).await? {
-                    index.put(&node);
-                }
-                Some(Arc::new(index))
-            }
-            DatabaseUrl::Postgres(_) => None,
-        };
-        Ok(Store {
+        let store = Store {
             pool,
             backend,
-            index,
+            index: match path {
+                Some(path) => Some(Arc::new(BootIndex {
+                    maps: RwLock::default(),
+                    write: tokio::sync::Mutex::new(()),
+                    _owner: lock_sqlite(&path)?,
+                })),
+                None => None,
+            },
             clock,
-        })
+        };
+        store.load().await?;
+        Ok(store)
+    }
+
+    /// Loads the boot index (SQLite).
+    async fn load(&self) -> Result<(), StoreError> {
+        if let Some(index) = &self.index {
+            for node in self.list_nodes(&NodeFilter::default()).await? {
+                index.put(&node);
+            }
+        }
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {
@@ -322,7 +341,7 @@ impl Store {
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes later cannot
     /// wait for the lock in WAL mode and fails at once with SQLITE_BUSY_SNAPSHOT when another
     /// write committed in between.
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Any>, StoreError> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
@@ -557,7 +576,7 @@ impl Store {
 }
 
 async fn check_unique(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut sqlx::Transaction<'_, Any>,
     uuid: Uuid,
     name: Option<&str>,
     macs: &[Mac],
@@ -590,7 +609,7 @@ async fn check_unique(
 }
 
 async fn insert_macs(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut sqlx::Transaction<'_, Any>,
     uuid: Uuid,
     macs: &[Mac],
 ) -> Result<(), StoreError> {
