@@ -6,18 +6,24 @@
 //! overwriting someone else's change. MACs live in their own table with a primary key, so a
 //! MAC can belong to one node only, whatever the backend.
 //!
-//! With SQLite, one ironboot process owns the database: an exclusive lock on
-//! `<database>.lock` refuses a second one (several conductors need PostgreSQL). That lets
-//! the store keep an in-memory index of committed boot records by MAC, which the boot path
-//! reads instead of querying SQLite for every booting machine (sqlx runs each SQLite
-//! connection on its own thread, and the round trip tripled the cost of a boot request).
-//! Writes hold a mutex from `BEGIN IMMEDIATE` until the index reflects the commit, so the
-//! index never lags or reorders committed state. With PostgreSQL every boot request queries
-//! the database.
+//! With SQLite, one ironboot process owns the database: before anything touches the
+//! database (no journal-mode switch, no migration, no pool), [`Store::open`] opens the
+//! database file itself and takes an exclusive `flock` on it, held for the store's life. A
+//! second process fails there, leaving the file as it was; deleting some other file cannot
+//! release the lock, because there is no other file. (SQLite locks with POSIX `fcntl`
+//! locks, which Linux keeps apart from `flock`.) Several conductors need PostgreSQL.
+//!
+//! One owner lets the store keep an in-memory index of committed boot records by MAC,
+//! which the boot path reads instead of querying SQLite for every booting machine (sqlx
+//! runs each SQLite connection on its own thread, and the round trip tripled the cost of a
+//! boot request). Writes hold a mutex from `BEGIN IMMEDIATE` until the index reflects the
+//! commit, so the index never lags or reorders committed state. With PostgreSQL every boot
+//! request queries the database.
 //!
 //! This module holds no business rules: it stores what `boot` and the API decided.
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::str::FromStr;
 // A panic while a lock is held cannot leave the maps half-updated in a way that matters
@@ -134,8 +140,8 @@ struct BootIndex {
     maps: RwLock<IndexMaps>,
     /// Held from `BEGIN IMMEDIATE` until the index reflects the commit.
     write: tokio::sync::Mutex<()>,
-    /// The exclusive lock on `<database>.lock`, held as long as the store lives.
-    _owner: std::fs::File,
+    /// The database file, locked as long as the store lives.
+    _file: OwnedFile,
 }
 
 impl BootIndex {
@@ -168,27 +174,46 @@ impl BootIndex {
     }
 }
 
-/// Takes the exclusive lock that makes this process the SQLite database's only user.
-fn lock_sqlite(path: &std::path::Path) -> Result<std::fs::File, StoreError> {
-    let lock_path = std::path::PathBuf::from(format!("{}.lock", path.display()));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| StoreError::Open(format!("cannot open {}: {e}", lock_path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Open(format!(
-            "{} is in use by another ironboot process (it holds {}); SQLite serves one \
-             conductor, use PostgreSQL for several",
-            path.display(),
-            lock_path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Open(format!(
-            "cannot lock {}: {e}",
-            lock_path.display()
-        ))),
+/// The SQLite database file, open with an exclusive `flock` that makes this process its
+/// only user.
+///
+/// Closing any descriptor of a file drops every POSIX lock the process holds on it,
+/// SQLite's included, so this descriptor lives exactly as long as the store, and nothing
+/// else in the process opens the database file outside SQLite.
+struct OwnedFile {
+    _locked: std::fs::File,
+}
+
+impl OwnedFile {
+    /// Opens (creating it empty when missing: an empty file is an empty SQLite database)
+    /// and locks the database file.
+    fn lock(path: &Path) -> Result<OwnedFile, StoreError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            // SQLite's own default for files it creates.
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| StoreError::Open(format!("cannot open {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Open(format!(
+                    "{} is in use by another ironboot process (it holds a lock on the file); \
+                     SQLite serves one conductor, use PostgreSQL for several",
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Open(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        Ok(OwnedFile { _locked: file })
     }
 }
 
@@ -244,13 +269,16 @@ fn redacted(e: &sqlx::Error) -> String {
 impl Store {
     /// Opens (creating it for SQLite) and migrates the database, then loads the boot index
     /// (SQLite).
+    ///
+    /// With SQLite the database file is locked first; a database in use by another process
+    /// is refused before anything touches it.
     pub async fn open(
         db: &DatabaseUrl,
         max_connections: u32,
         clock: Arc<dyn Clock>,
     ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (options, backend, path) = match db {
+        let (options, backend, owned) = match db {
             DatabaseUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| {
@@ -259,7 +287,8 @@ impl Store {
                 }
                 let path = std::path::absolute(path)
                     .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
-                (sqlite_options(&path)?, Backend::Sqlite, Some(path))
+                let owned = OwnedFile::lock(&path)?;
+                (sqlite_options(&path)?, Backend::Sqlite, Some(owned))
             }
             DatabaseUrl::Postgres(url) => (
                 AnyConnectOptions::from_str(url.expose())
@@ -309,14 +338,13 @@ impl Store {
         let store = Store {
             pool,
             backend,
-            index: match path {
-                Some(path) => Some(Arc::new(BootIndex {
+            index: owned.map(|file| {
+                Arc::new(BootIndex {
                     maps: RwLock::default(),
                     write: tokio::sync::Mutex::new(()),
-                    _owner: lock_sqlite(&path)?,
-                })),
-                None => None,
-            },
+                    _file: file,
+                })
+            }),
             clock,
         };
         store.load().await?;

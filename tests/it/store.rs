@@ -303,6 +303,110 @@ fn files_in(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// Regression: the single-owner lock was a separate file, `<database>.lock`. Deleting it
+/// while a server ran let a second `serve` run on the same database, each with its own
+/// in-memory boot index, and a machine kept getting a deploy script after its target was
+/// set to `none`.
+#[tokio::test]
+async fn regression_deleting_the_lock_file_lets_a_second_server_share_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = DatabaseUrl::Sqlite(dir.path().join("db.sqlite"));
+    let first = Store::open(&db, 2, clock()).await.unwrap();
+    // every file next to the database but the database and SQLite's own goes
+    for name in files_in(dir.path()) {
+        if name != "db.sqlite" && !name.starts_with("db.sqlite-") {
+            std::fs::remove_file(dir.path().join(name)).unwrap();
+        }
+    }
+    let err = Store::open(&db, 2, clock()).await.unwrap_err().to_string();
+    assert!(
+        err.contains("is in use by another ironboot process")
+            && err.contains("use PostgreSQL for several"),
+        "{err}"
+    );
+    // the lock is the database file's own: there is no other file to delete
+    for name in files_in(dir.path()) {
+        assert!(
+            ["db.sqlite", "db.sqlite-wal", "db.sqlite-shm"].contains(&name.as_str()),
+            "{name}"
+        );
+    }
+    // the owner carries on
+    let node = first.create_node(new_node(&random_mac())).await.unwrap();
+    let mac = node.macs[0];
+    assert_eq!(
+        first.boot_record(&mac).await.unwrap().unwrap().uuid,
+        node.uuid
+    );
+    first.close().await;
+}
+
+/// Regression: `Store::open` switched SQLite to WAL and ran the migrations before it took
+/// the single-owner lock, so a second `serve` changed a live database before it learned
+/// that it was not the owner.
+#[tokio::test]
+async fn regression_a_second_server_migrates_a_live_database_before_learning_it_is_not_the_owner() {
+    use sqlx::Connection;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    // a database in rollback-journal mode without ironboot's tables
+    let sqlite = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let mut conn = SqliteConnection::connect_with(&sqlite).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE owner_data (x INTEGER); INSERT INTO owner_data VALUES (1);")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    // its owner holds the lock: on the database file, and also on `<database>.lock`, where
+    // an ironboot before this fix took it (so that this test shows the old order)
+    let owner = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    owner.try_lock().unwrap();
+    let old_lock = std::fs::File::create(dir.path().join("db.sqlite.lock")).unwrap();
+    old_lock.try_lock().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let files = files_in(dir.path());
+
+    let err = Store::open(&DatabaseUrl::Sqlite(path.clone()), 2, clock())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is in use by another ironboot process"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&path).unwrap() == bytes,
+        "the loser changed the database file"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().modified().unwrap(),
+        modified
+    );
+    assert_eq!(files_in(dir.path()), files, "no -wal or -shm file appeared");
+    drop((owner, old_lock));
+    let mut conn = SqliteConnection::connect_with(&sqlite).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "delete");
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(tables, ["owner_data"], "no migration ran");
+    conn.close().await.unwrap();
+}
+
 /// Regression: the SQLite URL was percent-encoded by hand (`%`, `?`, `#` and spaces only),
 /// so a state path with other characters the URL parser drops (a tab) opened, or failed to
 /// open, some other file.
