@@ -95,6 +95,11 @@ impl ServiceError {
     /// What the client is told: never a secret, never internal detail.
     pub fn client_message(&self) -> String {
         match self {
+            ServiceError::Store(StoreError::DatabaseGone(_)) => {
+                "the database file was deleted or replaced while ironboot ran; changes are \
+                 refused until an operator restores it and restarts ironboot (see the server log)"
+                    .into()
+            }
             ServiceError::Store(e) if e.is_internal() => {
                 "the database is unavailable; retry later".into()
             }
@@ -640,8 +645,9 @@ impl Service {
         update(tasks.entry(task).or_default());
     }
 
-    /// The database answers a cheap query within `timeout`, and every supervised task is
-    /// running.
+    /// The database answers a cheap query within `timeout` (with SQLite, through the file
+    /// that was opened: a deleted or replaced file fails the check), and every supervised
+    /// task is running.
     pub async fn health(&self, timeout: Duration) -> Health {
         let database = match tokio::time::timeout(timeout, self.store.health()).await {
             Ok(Ok(())) => "ok".to_string(),

@@ -11,7 +11,10 @@
 //! database file itself and takes an exclusive `flock` on it, held for the store's life. A
 //! second process fails there, leaving the file as it was; deleting some other file cannot
 //! release the lock, because there is no other file. (SQLite locks with POSIX `fcntl`
-//! locks, which Linux keeps apart from `flock`.) Several conductors need PostgreSQL.
+//! locks, which Linux keeps apart from `flock`.) Several conductors need PostgreSQL. The
+//! file's identity (device and inode) is recorded at open: when the file is deleted or
+//! replaced under a running store, [`Store::health`] says so and every write is refused
+//! with [`StoreError::DatabaseGone`] instead of going into an unlinked file.
 //!
 //! One owner lets the store keep an in-memory index of committed boot records by MAC,
 //! which the boot path reads instead of querying SQLite for every booting machine (sqlx
@@ -23,8 +26,8 @@
 //! This module holds no business rules: it stores what `boot` and the API decided.
 
 use std::collections::HashMap;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 // A panic while a lock is held cannot leave the maps half-updated in a way that matters
 // (each update replaces whole entries), so a poisoned lock is used as it is rather than
@@ -61,6 +64,10 @@ pub enum StoreError {
     Open(String),
     #[error("stored node {uuid} is corrupt: {detail}")]
     Corrupt { uuid: String, detail: String },
+    /// The SQLite file was deleted or replaced while the store was open: writes would go
+    /// into a file nobody will ever open again.
+    #[error("{0}")]
+    DatabaseGone(String),
 }
 
 impl StoreError {
@@ -74,6 +81,7 @@ impl StoreError {
                 ErrorCode::DatabaseUnavailable
             }
             StoreError::Corrupt { .. } => ErrorCode::CorruptRecord,
+            StoreError::DatabaseGone(_) => ErrorCode::DatabaseGone,
         }
     }
 
@@ -82,7 +90,10 @@ impl StoreError {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            StoreError::Database(_) | StoreError::Open(_) | StoreError::Migration(_)
+            StoreError::Database(_)
+                | StoreError::Open(_)
+                | StoreError::Migration(_)
+                | StoreError::DatabaseGone(_)
         )
     }
 }
@@ -141,7 +152,7 @@ struct BootIndex {
     /// Held from `BEGIN IMMEDIATE` until the index reflects the commit.
     write: tokio::sync::Mutex<()>,
     /// The database file, locked as long as the store lives.
-    _file: OwnedFile,
+    file: OwnedFile,
 }
 
 impl BootIndex {
@@ -175,12 +186,16 @@ impl BootIndex {
 }
 
 /// The SQLite database file, open with an exclusive `flock` that makes this process its
-/// only user.
+/// only user, and its identity at open.
 ///
 /// Closing any descriptor of a file drops every POSIX lock the process holds on it,
 /// SQLite's included, so this descriptor lives exactly as long as the store, and nothing
-/// else in the process opens the database file outside SQLite.
+/// else in the process opens the database file outside SQLite (the identity check is a
+/// `stat` of the path, which opens nothing).
 struct OwnedFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
     _locked: std::fs::File,
 }
 
@@ -213,7 +228,37 @@ impl OwnedFile {
                 )));
             }
         }
-        Ok(OwnedFile { _locked: file })
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::Open(format!("cannot stat {}: {e}", path.display())))?;
+        Ok(OwnedFile {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            _locked: file,
+        })
+    }
+
+    /// The path still names the file that was opened: one `stat`.
+    fn check(&self) -> Result<(), StoreError> {
+        let p = self.path.display();
+        match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == (self.dev, self.ino) => Ok(()),
+            Ok(_) => Err(StoreError::DatabaseGone(format!(
+                "the database file {p} was replaced by another file while ironboot ran; \
+                 writes are refused because nobody would read them: restart ironboot"
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::DatabaseGone(format!(
+                    "the database file {p} was deleted while ironboot ran; writes are refused \
+                     because they would be lost: restore the file (or accept an empty \
+                     database) and restart ironboot"
+                )))
+            }
+            Err(e) => Err(StoreError::DatabaseGone(format!(
+                "the database file {p} cannot be checked: {e}"
+            ))),
+        }
     }
 }
 
@@ -342,7 +387,7 @@ impl Store {
                 Arc::new(BootIndex {
                     maps: RwLock::default(),
                     write: tokio::sync::Mutex::new(()),
-                    _file: file,
+                    file,
                 })
             }),
             clock,
@@ -376,6 +421,14 @@ impl Store {
         })
     }
 
+    /// SQLite: the database file is still the one this store locked (one `stat`).
+    fn check_file(&self) -> Result<(), StoreError> {
+        match &self.index {
+            Some(index) => index.file.check(),
+            None => Ok(()),
+        }
+    }
+
     /// Closes the pool (waits for connections in use).
     pub async fn close(&self) {
         self.pool.close().await;
@@ -386,6 +439,7 @@ impl Store {
         let uuid = Uuid::new_v4();
         let now = self.clock.now_ms();
         let _writing = self.write_guard().await;
+        self.check_file()?;
         let mut tx = self.write_tx().await?;
         check_unique(&mut tx, uuid, new.name.as_deref(), &new.macs).await?;
         sqlx::query(
@@ -490,6 +544,7 @@ impl Store {
     /// since it was read (`node.version`). Returns the stored node.
     pub async fn update_node(&self, node: &Node) -> Result<Node, StoreError> {
         let _writing = self.write_guard().await;
+        self.check_file()?;
         let mut tx = self.write_tx().await?;
         check_unique(&mut tx, node.uuid, node.name.as_deref(), &node.macs).await?;
         let done = sqlx::query(
@@ -533,6 +588,7 @@ impl Store {
     /// Deletes a node and its MACs.
     pub async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError> {
         let _writing = self.write_guard().await;
+        self.check_file()?;
         let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM node_macs WHERE node_uuid = $1")
             .bind(uuid.to_string())
@@ -567,8 +623,10 @@ impl Store {
         row.map(|r| boot_record(&r).map(Arc::new)).transpose()
     }
 
-    /// Checks that the database answers (for `/healthz`).
+    /// Checks that the database answers and, with SQLite, that its file is still the one
+    /// opened (for `/healthz`).
     pub async fn health(&self) -> Result<(), StoreError> {
+        self.check_file()?;
         sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
         Ok(())
     }

@@ -9,6 +9,7 @@ mod support;
 
 mod api;
 mod cli;
+mod hostile;
 mod store;
 mod swift_boot;
 mod swift_tempurl;
