@@ -32,10 +32,11 @@ use std::str::FromStr;
 // A panic while a lock is held cannot leave the maps half-updated in a way that matters
 // (each update replaces whole entries), so a poisoned lock is used as it is rather than
 // failing every later boot request.
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, ConnectOptions, Row};
 use uuid::Uuid;
 
@@ -45,6 +46,12 @@ use crate::config::DatabaseUrl;
 use crate::node::{BootMode, BootRecord, DriverInfo, InstanceInfo, Mac, Node, State, Target};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a pool may wait for a connection before it gives up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the connection attempt that explains a pool timeout may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -136,6 +143,9 @@ pub struct Store {
     backend: Backend,
     /// SQLite only: the boot path's index of committed state, and the locked file.
     index: Option<Arc<BootIndex>>,
+    /// The last explanation of a pool timeout, reused for a while so that an exhausted
+    /// pool does not also get a connection attempt for every request that waited.
+    timeout_cause: Arc<Mutex<Option<(std::time::Instant, String)>>>,
     /// Stamps created_at and updated_at.
     clock: Arc<dyn Clock>,
 }
@@ -311,6 +321,30 @@ fn redacted(e: &sqlx::Error) -> String {
     crate::config::validate::redact_url_password(&e.to_string())
 }
 
+/// What lies behind a pool timeout. sqlx retries a refused connection and a server that
+/// says "too many connections" or "starting up" silently until the pool's deadline and then
+/// reports only that it timed out; one direct connection attempt finds the cause.
+async fn explain_pool_timeout(options: &AnyConnectOptions, max_connections: u32) -> String {
+    let timed_out = format!(
+        "pool timed out after {} s waiting for a connection",
+        ACQUIRE_TIMEOUT.as_secs()
+    );
+    match tokio::time::timeout(PROBE_TIMEOUT, options.connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            format!(
+                "{timed_out}: the database accepts new connections, so all {max_connections} \
+                 of the pool's were busy ([database] max_pool_size)"
+            )
+        }
+        Ok(Err(e)) => format!("{timed_out}; connecting fails with: {}", redacted(&e)),
+        Err(_) => format!(
+            "{timed_out}; a new connection did not succeed within {} s either",
+            PROBE_TIMEOUT.as_secs()
+        ),
+    }
+}
+
 impl Store {
     /// Opens (creating it for SQLite) and migrates the database, then loads the boot index
     /// (SQLite).
@@ -356,7 +390,7 @@ impl Store {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -373,9 +407,17 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect_with(options)
-            .await
-            .map_err(failed)?;
+            .connect_with(options.clone())
+            .await;
+        let pool = match pool {
+            Ok(pool) => pool,
+            Err(sqlx::Error::PoolTimedOut) => {
+                return Err(StoreError::Open(
+                    explain_pool_timeout(&options, max_connections).await,
+                ));
+            }
+            Err(e) => return Err(failed(e)),
+        };
         MIGRATOR
             .run(&pool)
             .await
@@ -390,6 +432,7 @@ impl Store {
                     file,
                 })
             }),
+            timeout_cause: Arc::default(),
             clock,
         };
         store.load().await?;
@@ -410,15 +453,51 @@ impl Store {
         self.backend
     }
 
+    /// A pooled connection. When the pool times out, the error says why (see
+    /// [`explain_pool_timeout`]), so the cause reaches the log.
+    async fn conn(&self) -> Result<PoolConnection<Any>, StoreError> {
+        match self.pool.acquire().await {
+            Ok(conn) => Ok(conn),
+            Err(sqlx::Error::PoolTimedOut) => {
+                let recent = self
+                    .timeout_cause
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .filter(|(at, _)| at.elapsed() < PROBE_TIMEOUT);
+                let cause = match recent {
+                    Some((_, cause)) => cause,
+                    None => {
+                        let cause = explain_pool_timeout(
+                            &self.pool.connect_options(),
+                            self.pool.options().get_max_connections(),
+                        )
+                        .await;
+                        *self
+                            .timeout_cause
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) =
+                            Some((std::time::Instant::now(), cause.clone()));
+                        cause
+                    }
+                };
+                Err(StoreError::Database(cause))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A transaction that will write. On SQLite it takes the write lock at `BEGIN`
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes later cannot
     /// wait for the lock in WAL mode and fails at once with SQLITE_BUSY_SNAPSHOT when another
     /// write committed in between.
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Any>, StoreError> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
+        let conn = self.conn().await?;
+        let begin = match self.backend {
+            Backend::Sqlite => Some(sqlx::SqlSafeStr::into_sql_str("BEGIN IMMEDIATE")),
+            Backend::Postgres => None,
+        };
+        Ok(sqlx::Transaction::begin(conn, begin).await?)
     }
 
     /// SQLite: the database file is still the one this store locked (one `stat`).
@@ -465,17 +544,18 @@ impl Store {
 
     /// A node by UUID or name.
     pub async fn get_node(&self, ident: &str) -> Result<Node, StoreError> {
+        let mut conn = self.conn().await?;
         let row = match Uuid::try_parse(ident) {
             Ok(uuid) => {
                 sqlx::query("SELECT * FROM nodes WHERE uuid = $1")
                     .bind(uuid.to_string())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?
             }
             Err(_) => {
                 sqlx::query("SELECT * FROM nodes WHERE name = $1")
                     .bind(ident.to_string())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?
             }
         };
@@ -483,7 +563,7 @@ impl Store {
         let mut node = node_from_row(&row)?;
         let macs = sqlx::query("SELECT mac FROM node_macs WHERE node_uuid = $1 ORDER BY mac")
             .bind(node.uuid.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?;
         node.macs = macs
             .iter()
@@ -518,16 +598,17 @@ impl Store {
             sql.push(')');
         }
         sql.push_str(" ORDER BY created_at, uuid");
+        let mut conn = self.conn().await?;
         // Only static fragments and $n placeholders went into `sql`; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for a in &args {
             query = query.bind(a.clone());
         }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = query.fetch_all(&mut *conn).await?;
         let mut nodes: Vec<Node> = rows.iter().map(node_from_row).collect::<Result<_, _>>()?;
         let mut macs: HashMap<String, Vec<Mac>> = HashMap::new();
         for r in sqlx::query("SELECT node_uuid, mac FROM node_macs ORDER BY mac")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?
         {
             let owner: String = r.try_get("node_uuid")?;
@@ -614,11 +695,12 @@ impl Store {
         if let Some(index) = &self.index {
             return Ok(index.get(mac));
         }
+        let mut conn = self.conn().await?;
         let row = sqlx::query(
             "SELECT n.uuid, n.name, n.target, n.prepared FROM node_macs m JOIN nodes n ON n.uuid = m.node_uuid WHERE m.mac = $1",
         )
         .bind(mac.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
         row.map(|r| boot_record(&r).map(Arc::new)).transpose()
     }
@@ -627,7 +709,8 @@ impl Store {
     /// opened (for `/healthz`).
     pub async fn health(&self) -> Result<(), StoreError> {
         self.check_file()?;
-        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        let mut conn = self.conn().await?;
+        sqlx::query("SELECT 1").fetch_one(&mut *conn).await?;
         Ok(())
     }
 

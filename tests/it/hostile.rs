@@ -1,10 +1,145 @@
-//! The service when its surroundings misbehave: the database file deleted under it. Each
-//! test starts a server in this process and checks what clients and `/healthz` see.
+//! The service when its surroundings misbehave: the database file deleted under it, a
+//! database that refuses connections. Each test starts a server in
+//! this process and checks what clients, `/healthz` and the log see.
 
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use ironboot::clock::ManualClock;
+use ironboot::service::Service;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
+use crate::store::PgDb;
 use crate::support::server::{Db, TestServer, assert_error, random_mac};
+
+/// Log lines written in this thread while the guard lives. The in-process server runs on the
+/// test's current-thread runtime, so its request handling logs here too.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// An in-process `ironboot serve` on a state directory that outlives it (a `TestServer`
+/// always makes a new one), so a test can stop it, change the database and start again.
+struct Server {
+    api: String,
+    service: Arc<Service>,
+    http: reqwest::Client,
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    async fn start(state: &Path, pg: Option<&PgDb>) -> Server {
+        let mut text = format!("[DEFAULT]\nstate_path = {}\n", state.display());
+        if let Some(pg) = pg {
+            text.push_str(&format!("[database]\nconnection = {}\n", pg.url));
+        }
+        let loaded = ironboot::config::from_str(&text, None).unwrap();
+        let service = ironboot::cli::serve::build_service(
+            &loaded.settings,
+            Arc::new(ManualClock::starting_now()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the service does not start: {e}"));
+        let app = ironboot::cli::serve::app(&loaded.settings, service.clone());
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let boot = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("http://{}", api.local_addr().unwrap());
+        let (stop, rx) = oneshot::channel();
+        let handle = tokio::spawn(ironboot::server::run(api, boot, app, async move {
+            let _ = rx.await;
+        }));
+        Server {
+            api: api_url,
+            service,
+            http: reqwest::Client::new(),
+            stop,
+            handle,
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.api));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.handle.await.unwrap().unwrap();
+        self.service.close().await;
+    }
+}
+
+/// Runs SQL on a stopped (or running) server's database, behind its back.
+async fn raw_sql(state: &Path, pg: Option<&PgDb>, sql: &str) {
+    use sqlx::Connection;
+    match pg {
+        Some(pg) => {
+            let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        }
+        None => {
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::new().filename(state.join("ironboot.sqlite"));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+}
 
 /// Regression: deleting the SQLite file under a running server went unnoticed: creates
 /// answered 201 and were gone at the next start, and `/healthz` said ok.
@@ -76,4 +211,93 @@ async fn regression_a_deleted_database_goes_unnoticed() {
         Some(4.0)
     );
     s.stop().await;
+}
+
+/// Regression: a database error that became a 503 was logged without its cause. sqlx
+/// retries a connection the server refuses ("too many connections", "starting up",
+/// connection refused) until the pool times out, and reported only "pool timed out". Also
+/// checks that an SQL error reaches the log line with the route.
+async fn regression_database_errors_are_never_logged(db: Db) {
+    let (logs, _guard) = Logs::capture();
+    let state = tempfile::tempdir().unwrap();
+    let pg = match db {
+        Db::Postgres => Some(PgDb::new().await),
+        Db::Sqlite => None,
+    };
+    let s = Server::start(state.path(), pg.as_ref()).await;
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"macs": [random_mac()]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let cause = match &pg {
+        Some(pg) => {
+            // The database now refuses every new connection, and the pool's are gone.
+            raw_sql(
+                state.path(),
+                Some(pg),
+                &format!(
+                    "ALTER DATABASE {name} CONNECTION LIMIT 0;
+                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                      WHERE datname = '{name}' AND pid <> pg_backend_pid();",
+                    name = pg.name()
+                ),
+            )
+            .await;
+            "too many connections"
+        }
+        None => {
+            raw_sql(
+                state.path(),
+                None,
+                "ALTER TABLE node_macs RENAME TO node_macs_moved",
+            )
+            .await;
+            "no such table: node_macs"
+        }
+    };
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"macs": [random_mac()]})),
+        )
+        .await;
+    let m = assert_error(
+        &r,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database_unavailable",
+        None,
+    );
+    assert!(!m.contains(cause), "the cause is logged, not sent: {m}");
+    let logged = logs.text();
+    assert!(
+        logged.lines().any(|l| l.contains("ERROR")
+            && l.contains("route=\"/v1/nodes\"")
+            && l.contains("code=database_unavailable")
+            && l.contains(cause)),
+        "{logged}"
+    );
+    if pg.is_some() {
+        // /healthz says why, too (within its own 2 s it can only say there was no answer,
+        // so ask the service with time for the pool to give up)
+        let h = s.service.health(std::time::Duration::from_secs(30)).await;
+        assert!(!h.healthy && h.database.contains(cause), "{}", h.database);
+    }
+    s.stop().await;
+}
+
+mod regression_database_errors_are_never_logged {
+    use super::*;
+    #[tokio::test]
+    async fn sqlite() {
+        super::regression_database_errors_are_never_logged(Db::Sqlite).await
+    }
+    #[tokio::test]
+    async fn postgres() {
+        super::regression_database_errors_are_never_logged(Db::Postgres).await
+    }
 }
