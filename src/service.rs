@@ -25,7 +25,7 @@ use crate::mirror::Mirror;
 use crate::node::{
     self, BootMode, BootRecord, DriverInfo, FieldError, InstanceInfo, Mac, Node, State, Target,
 };
-use crate::store::{NewNode, NodeFilter, Store, StoreError};
+use crate::store::{NewNode, NodeFilter, NodePage, Paging, Store, StoreError};
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,12 @@ pub enum ServiceError {
     /// The request is not a JSON object of the expected shape.
     #[error("{0}")]
     InvalidBody(String),
+    /// A query parameter is invalid; the parameter is named.
+    #[error("{field}: {message}")]
+    InvalidQuery {
+        field: &'static str,
+        message: String,
+    },
     #[error("{field} cannot be written: {why}")]
     ReadOnly {
         field: &'static str,
@@ -68,6 +74,7 @@ impl ServiceError {
             ServiceError::Field(f) if f.field.starts_with("macs") => ErrorCode::InvalidMac,
             ServiceError::Field(_) => ErrorCode::InvalidField,
             ServiceError::InvalidBody(_) => ErrorCode::InvalidBody,
+            ServiceError::InvalidQuery { .. } => ErrorCode::InvalidQuery,
             ServiceError::ReadOnly { .. } => ErrorCode::ReadOnlyField,
             ServiceError::DocumentTooLarge { .. } => ErrorCode::DocumentTooLarge,
             ServiceError::NoMacs(_) => ErrorCode::NoMacs,
@@ -82,9 +89,10 @@ impl ServiceError {
     pub fn field(&self) -> Option<&str> {
         match self {
             ServiceError::Field(f) => Some(&f.field),
-            ServiceError::ReadOnly { field, .. } | ServiceError::DocumentTooLarge { field, .. } => {
-                Some(field)
-            }
+            ServiceError::ReadOnly { field, .. }
+            | ServiceError::DocumentTooLarge { field, .. }
+            | ServiceError::InvalidQuery { field, .. } => Some(field),
+            ServiceError::Store(StoreError::UnknownMarker(_)) => Some("marker"),
             ServiceError::Store(StoreError::DuplicateMac { .. }) => Some("macs"),
             ServiceError::Store(StoreError::DuplicateName(_)) => Some("name"),
             ServiceError::Boot(e) => e.field(),
@@ -220,17 +228,20 @@ pub enum NodeScript {
     NoTarget,
 }
 
-/// Limits on what clients may store.
+/// Limits on what clients may store and read at once.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest JSON size of driver_info or instance_info.
     pub max_document_size: usize,
+    /// The default and largest page of a listing (Ironic's `[api] max_limit`).
+    pub max_limit: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_document_size: 64 * 1024,
+            max_limit: 1000,
         }
     }
 }
@@ -371,9 +382,43 @@ impl Service {
         Ok(self.store.get_node(ident).await?)
     }
 
-    /// Nodes matching a filter.
-    pub async fn list_nodes(&self, filter: &NodeFilter) -> Result<Vec<Node>, ServiceError> {
-        Ok(self.store.list_nodes(filter).await?)
+    /// One page of the nodes matching a filter, as Ironic's API pages: at most
+    /// `paging.limit` nodes (by default [`Limits::max_limit`]) after the node
+    /// `paging.marker`, by `sort_key` and `sort_dir`, ties broken by uuid.
+    ///
+    /// A limit of 0, or above `max_limit`, is refused with `invalid_query` rather than
+    /// clamped as Ironic does: a client that asks for more than it may get learns so at
+    /// once instead of mistaking the short page for the end. A marker that is not a node is
+    /// refused too.
+    pub async fn list_nodes(
+        &self,
+        filter: &NodeFilter,
+        paging: &Paging,
+    ) -> Result<NodePage, ServiceError> {
+        let max = self.limits.max_limit;
+        let limit = match paging.limit {
+            None => max,
+            Some(0) => {
+                return Err(ServiceError::InvalidQuery {
+                    field: "limit",
+                    message: "must be at least 1".into(),
+                });
+            }
+            Some(n) if n > max => {
+                return Err(ServiceError::InvalidQuery {
+                    field: "limit",
+                    message: format!(
+                        "{n} is above the largest page, {max} ([api] max_limit); follow `next` for more"
+                    ),
+                });
+            }
+            Some(n) => n,
+        };
+        let paging = Paging {
+            limit: Some(limit),
+            ..paging.clone()
+        };
+        Ok(self.store.list_nodes_page(filter, &paging).await?)
     }
 
     /// Applies a JSON merge patch (RFC 7396) to a node's writable fields.

@@ -23,6 +23,11 @@
 //! commit, so the index never lags or reorders committed state. With PostgreSQL every boot
 //! request queries the database.
 //!
+//! Listings page the way Ironic's API does: `limit`, a `marker` (the uuid of the last node
+//! of the previous page), `sort_key` and `sort_dir`, with keyset conditions in SQL (never
+//! `OFFSET`), so a page costs the same wherever it is and concurrent writes neither repeat
+//! nor skip the nodes that stay.
+//!
 //! This module holds no business rules: it stores what `boot` and the API decided.
 
 use std::collections::HashMap;
@@ -75,6 +80,11 @@ pub enum StoreError {
     /// into a file nobody will ever open again.
     #[error("{0}")]
     DatabaseGone(String),
+    /// A listing's marker is not the uuid of a node.
+    #[error(
+        "marker: no node has the uuid {0:?}; pass the uuid of the last node of the previous page, or follow `next`"
+    )]
+    UnknownMarker(String),
 }
 
 impl StoreError {
@@ -89,6 +99,7 @@ impl StoreError {
             }
             StoreError::Corrupt { .. } => ErrorCode::CorruptRecord,
             StoreError::DatabaseGone(_) => ErrorCode::DatabaseGone,
+            StoreError::UnknownMarker(_) => ErrorCode::InvalidQuery,
         }
     }
 
@@ -135,6 +146,100 @@ pub struct NodeFilter {
     pub state: Option<State>,
     pub mac: Option<Mac>,
     pub name: Option<String>,
+}
+
+/// What a listing is ordered by (Ironic's `sort_key`). Ties are broken by uuid, in the
+/// same direction. Text is compared byte by byte on both databases; a node without a name
+/// sorts as the empty name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    CreatedAt,
+    UpdatedAt,
+    Uuid,
+    Name,
+}
+
+impl SortKey {
+    pub const ALL: &'static [SortKey] = &[
+        SortKey::CreatedAt,
+        SortKey::UpdatedAt,
+        SortKey::Uuid,
+        SortKey::Name,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::CreatedAt => "created_at",
+            SortKey::UpdatedAt => "updated_at",
+            SortKey::Uuid => "uuid",
+            SortKey::Name => "name",
+        }
+    }
+}
+
+impl FromStr for SortKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SortKey::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("{s:?} is not a sort key; use created_at (the default), updated_at, uuid or name")
+            })
+    }
+}
+
+/// Ironic's `sort_dir`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortDir {
+    #[default]
+    Asc,
+    Desc,
+}
+
+impl SortDir {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortDir::Asc => "asc",
+            SortDir::Desc => "desc",
+        }
+    }
+}
+
+impl FromStr for SortDir {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "asc" => Ok(SortDir::Asc),
+            "desc" => Ok(SortDir::Desc),
+            _ => Err(format!("{s:?} is not a sort direction; use asc or desc")),
+        }
+    }
+}
+
+/// Which part of a listing to read.
+#[derive(Debug, Clone, Default)]
+pub struct Paging {
+    /// At most this many rows; `None` reads every match.
+    pub limit: Option<usize>,
+    /// The uuid of the last node of the previous page: the page starts after it.
+    pub marker: Option<String>,
+    pub sort_key: SortKey,
+    pub sort_dir: SortDir,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct NodePage {
+    /// The nodes of the page, in order.
+    pub nodes: Vec<Node>,
+    /// The limit the page was read with.
+    pub limit: Option<usize>,
+    /// When more rows follow: the marker of the next page (the uuid of this page's last
+    /// row).
+    pub next_marker: Option<String>,
 }
 
 #[derive(Clone)]
@@ -343,6 +448,18 @@ async fn explain_pool_timeout(options: &AnyConnectOptions, max_connections: u32)
             PROBE_TIMEOUT.as_secs()
         ),
     }
+}
+
+/// A value bound into a listing query.
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// What a listing query read: the nodes and the marker of the next page.
+struct Listed {
+    nodes: Vec<Node>,
+    next_marker: Option<String>,
 }
 
 impl Store {
@@ -572,53 +689,189 @@ impl Store {
         Ok(node)
     }
 
-    /// Nodes matching a filter, by creation time.
+    /// Every node matching a filter, by creation time.
     pub async fn list_nodes(&self, filter: &NodeFilter) -> Result<Vec<Node>, StoreError> {
-        let mut sql = String::from("SELECT * FROM nodes WHERE 1 = 1");
-        let mut args: Vec<String> = Vec::new();
-        let mut add = |clause: &str, value: String, args: &mut Vec<String>| {
-            args.push(value);
-            sql.push_str(&format!(" AND {clause} ${}", args.len()));
+        Ok(self
+            .list_nodes_page(filter, &Paging::default())
+            .await?
+            .nodes)
+    }
+
+    /// One page of the nodes matching a filter. A marker that is no node's uuid is
+    /// [`StoreError::UnknownMarker`].
+    pub async fn list_nodes_page(
+        &self,
+        filter: &NodeFilter,
+        paging: &Paging,
+    ) -> Result<NodePage, StoreError> {
+        let listed = {
+            let mut conn = self.conn().await?;
+            self.select(&mut conn, filter, paging).await?
         };
+        Ok(NodePage {
+            nodes: listed.nodes,
+            limit: paging.limit,
+            next_marker: listed.next_marker,
+        })
+    }
+
+    /// The SQL expression a sort key orders by, and the uuid tie-breaker (none when the key
+    /// is the uuid). PostgreSQL compares text in the database's collation unless told
+    /// otherwise; `COLLATE "C"` makes it compare bytes, as SQLite does.
+    fn sort_exprs(&self, key: SortKey) -> (&'static str, Option<&'static str>) {
+        let pg = self.backend == Backend::Postgres;
+        let uuid = if pg { "uuid COLLATE \"C\"" } else { "uuid" };
+        match key {
+            SortKey::CreatedAt => ("created_at", Some(uuid)),
+            SortKey::UpdatedAt => ("updated_at", Some(uuid)),
+            SortKey::Uuid => (uuid, None),
+            SortKey::Name if pg => ("COALESCE(name, '') COLLATE \"C\"", Some(uuid)),
+            SortKey::Name => ("COALESCE(name, '')", Some(uuid)),
+        }
+    }
+
+    /// The listing query: filters, the keyset condition after the marker, the order, and
+    /// one row more than the limit to learn whether another page follows.
+    async fn select(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        filter: &NodeFilter,
+        paging: &Paging,
+    ) -> Result<Listed, StoreError> {
+        let mut sql = String::from("SELECT * FROM nodes WHERE 1 = 1");
+        let mut args: Vec<Arg> = Vec::new();
+        fn arg(args: &mut Vec<Arg>, value: Arg) -> String {
+            args.push(value);
+            format!("${}", args.len())
+        }
         if let Some(t) = filter.target {
-            add("target =", t.as_str().into(), &mut args);
+            let p = arg(&mut args, Arg::Text(t.as_str().into()));
+            sql.push_str(&format!(" AND target = {p}"));
         }
         if let Some(s) = filter.state {
-            add("state =", s.as_str().into(), &mut args);
+            let p = arg(&mut args, Arg::Text(s.as_str().into()));
+            sql.push_str(&format!(" AND state = {p}"));
         }
         if let Some(n) = &filter.name {
-            add("name =", n.clone(), &mut args);
+            let p = arg(&mut args, Arg::Text(n.clone()));
+            sql.push_str(&format!(" AND name = {p}"));
         }
         if let Some(m) = filter.mac {
-            add(
-                "uuid IN (SELECT node_uuid FROM node_macs WHERE mac =",
-                m.to_string(),
-                &mut args,
-            );
-            sql.push(')');
+            let p = arg(&mut args, Arg::Text(m.to_string()));
+            sql.push_str(&format!(
+                " AND uuid IN (SELECT node_uuid FROM node_macs WHERE mac = {p})"
+            ));
         }
-        sql.push_str(" ORDER BY created_at, uuid");
-        let mut conn = self.conn().await?;
+        let (key, tie) = self.sort_exprs(paging.sort_key);
+        let (op, dir) = match paging.sort_dir {
+            SortDir::Asc => (">", "ASC"),
+            SortDir::Desc => ("<", "DESC"),
+        };
+        if let Some(marker) = &paging.marker {
+            // The marker's own values, bound: the page continues after them even if the
+            // marker node is deleted from now on.
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {key} AS k FROM nodes WHERE uuid = $1"
+            )))
+            .bind(marker.clone())
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::UnknownMarker(marker.clone()))?;
+            let value = match paging.sort_key {
+                SortKey::CreatedAt | SortKey::UpdatedAt => Arg::Int(row.try_get("k")?),
+                SortKey::Uuid | SortKey::Name => Arg::Text(row.try_get("k")?),
+            };
+            let v = arg(&mut args, value);
+            match tie {
+                Some(tie) => {
+                    let u = arg(&mut args, Arg::Text(marker.clone()));
+                    sql.push_str(&format!(" AND ({key}, {tie}) {op} ({v}, {u})"));
+                }
+                None => sql.push_str(&format!(" AND {key} {op} {v}")),
+            }
+        }
+        sql.push_str(&format!(" ORDER BY {key} {dir}"));
+        if let Some(tie) = tie {
+            sql.push_str(&format!(", {tie} {dir}"));
+        }
+        if let Some(limit) = paging.limit {
+            let more = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+            let p = arg(&mut args, Arg::Int(more));
+            sql.push_str(&format!(" LIMIT {p}"));
+        }
         // Only static fragments and $n placeholders went into `sql`; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for a in &args {
-            query = query.bind(a.clone());
+        for a in args {
+            query = match a {
+                Arg::Text(t) => query.bind(t),
+                Arg::Int(i) => query.bind(i),
+            };
         }
-        let rows = query.fetch_all(&mut *conn).await?;
+        let mut rows = query.fetch_all(&mut *conn).await?;
+        let next_marker = match paging.limit {
+            Some(limit) if rows.len() > limit => {
+                rows.truncate(limit);
+                let last = rows.last().map(|r| r.try_get::<String, _>("uuid"));
+                match last {
+                    Some(Ok(uuid)) => Some(uuid),
+                    Some(Err(e)) => return Err(e.into()),
+                    // A limit of 0 reads nothing and can never get further.
+                    None => None,
+                }
+            }
+            _ => None,
+        };
         let mut nodes: Vec<Node> = rows.iter().map(node_from_row).collect::<Result<_, _>>()?;
+        let mut macs = self.macs_of(conn, filter, paging, &nodes).await?;
+        for node in &mut nodes {
+            node.macs = macs.remove(&node.uuid.to_string()).unwrap_or_default();
+        }
+        Ok(Listed { nodes, next_marker })
+    }
+
+    /// The MACs of listed nodes, by node uuid: all MACs in one query for a listing of
+    /// everything, else those of the listed nodes.
+    async fn macs_of(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        filter: &NodeFilter,
+        paging: &Paging,
+        nodes: &[Node],
+    ) -> Result<HashMap<String, Vec<Mac>>, StoreError> {
+        let everything = paging.limit.is_none()
+            && paging.marker.is_none()
+            && filter.target.is_none()
+            && filter.state.is_none()
+            && filter.mac.is_none()
+            && filter.name.is_none();
+        let mut rows = Vec::new();
+        if everything {
+            rows = sqlx::query("SELECT node_uuid, mac FROM node_macs ORDER BY mac")
+                .fetch_all(&mut *conn)
+                .await?;
+        } else {
+            // Bounded by the parameter limits of both databases (SQLite: 32766).
+            for chunk in nodes.chunks(500) {
+                let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "SELECT node_uuid, mac FROM node_macs WHERE node_uuid IN ({}) ORDER BY mac",
+                    list.join(", ")
+                );
+                // Only $n placeholders went into `sql`.
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for node in chunk {
+                    query = query.bind(node.uuid.to_string());
+                }
+                rows.extend(query.fetch_all(&mut *conn).await?);
+            }
+        }
         let mut macs: HashMap<String, Vec<Mac>> = HashMap::new();
-        for r in sqlx::query("SELECT node_uuid, mac FROM node_macs ORDER BY mac")
-            .fetch_all(&mut *conn)
-            .await?
-        {
+        for r in rows {
             let owner: String = r.try_get("node_uuid")?;
             let mac = parse_mac(&owner, &r)?;
             macs.entry(owner).or_default().push(mac);
         }
-        for node in &mut nodes {
-            node.macs = macs.remove(&node.uuid.to_string()).unwrap_or_default();
-        }
-        Ok(nodes)
+        Ok(macs)
     }
 
     /// Writes a changed node (every field but uuid and created_at), if nobody changed it
