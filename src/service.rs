@@ -210,11 +210,22 @@ pub struct TaskStatus {
 }
 
 /// What `/healthz` reports.
+///
+/// Corrupt node records do not make the service unhealthy: every other node is served, and
+/// a 503 would take the whole service out of a load balancer for one bad row. They make the
+/// database check say so instead of `"ok"`, which monitoring that compares it with `"ok"`
+/// notices, and [`Health::corrupt_nodes`] counts them.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Health {
+    /// The database answers (and, with SQLite, its file is still the one opened) and every
+    /// supervised task is running.
     pub healthy: bool,
-    /// `"ok"`, or why the database check failed.
+    /// `"ok"`; why the database check failed; or, when the database is fine but some
+    /// stored node records cannot be read, `"ok, but N stored node records are corrupt …"`
+    /// with their uuids.
     pub database: String,
+    /// How many stored node records cannot be read (they are skipped; see the log).
+    pub corrupt_nodes: usize,
     pub tasks: BTreeMap<&'static str, TaskStatus>,
 }
 
@@ -389,7 +400,8 @@ impl Service {
     /// A limit of 0, or above `max_limit`, is refused with `invalid_query` rather than
     /// clamped as Ironic does: a client that asks for more than it may get learns so at
     /// once instead of mistaking the short page for the end. A marker that is not a node is
-    /// refused too.
+    /// refused too. Stored records that cannot be read are skipped (and logged), so a page
+    /// can be shorter than its limit and still be followed by another.
     pub async fn list_nodes(
         &self,
         filter: &NodeFilter,
@@ -692,17 +704,39 @@ impl Service {
 
     /// The database answers a cheap query within `timeout` (with SQLite, through the file
     /// that was opened: a deleted or replaced file fails the check), and every supervised
-    /// task is running.
+    /// task is running. Corrupt node records are reported, not counted as unhealthy (see
+    /// [`Health`]).
     pub async fn health(&self, timeout: Duration) -> Health {
-        let database = match tokio::time::timeout(timeout, self.store.health()).await {
-            Ok(Ok(())) => "ok".to_string(),
+        let corrupt = self.store.corrupt_nodes();
+        let (database_ok, database) = match tokio::time::timeout(timeout, self.store.health()).await
+        {
+            Ok(Ok(())) if corrupt.is_empty() => (true, "ok".to_string()),
+            Ok(Ok(())) => {
+                let n = corrupt.len();
+                let mut uuids: Vec<&str> =
+                    corrupt.iter().take(5).map(|(u, _)| u.as_str()).collect();
+                if n > uuids.len() {
+                    uuids.push("…");
+                }
+                let records = if n == 1 { "record is" } else { "records are" };
+                (
+                    true,
+                    format!(
+                        "ok, but {n} stored node {records} corrupt and skipped (see the log): {}",
+                        uuids.join(", ")
+                    ),
+                )
+            }
             Ok(Err(e)) => {
                 tracing::error!("health check: database: {e}");
-                e.to_string()
+                (false, e.to_string())
             }
             Err(_) => {
                 tracing::error!("health check: the database did not answer within {timeout:?}");
-                format!("no answer within {} ms", timeout.as_millis())
+                (
+                    false,
+                    format!("no answer within {} ms", timeout.as_millis()),
+                )
             }
         };
         let tasks = self
@@ -711,8 +745,9 @@ impl Service {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         Health {
-            healthy: database == "ok" && tasks.values().all(|t| t.healthy),
+            healthy: database_ok && tasks.values().all(|t| t.healthy),
             database,
+            corrupt_nodes: corrupt.len(),
             tasks,
         }
     }

@@ -23,6 +23,11 @@
 //! commit, so the index never lags or reorders committed state. With PostgreSQL every boot
 //! request queries the database.
 //!
+//! A row that cannot be read as a node (invalid JSON, an unknown target, …) does not stop
+//! the rest: at open it is left out of the index, logged, and its `last_error` says the
+//! record is corrupt; listings skip it (and log it); [`Store::corrupt_nodes`] counts it for
+//! `/healthz`. Reading that one node fails with [`StoreError::Corrupt`].
+//!
 //! Listings page the way Ironic's API does: `limit`, a `marker` (the uuid of the last node
 //! of the previous page), `sort_key` and `sort_dir`, with keyset conditions in SQL (never
 //! `OFFSET`), so a page costs the same wherever it is and concurrent writes neither repeat
@@ -30,7 +35,7 @@
 //!
 //! This module holds no business rules: it stores what `boot` and the API decided.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -74,8 +79,13 @@ pub enum StoreError {
     Migration(String),
     #[error("cannot open the database: {0}")]
     Open(String),
-    #[error("stored node {uuid} is corrupt: {detail}")]
-    Corrupt { uuid: String, detail: String },
+    /// A stored row cannot be read as a node; `column` names what is wrong with it.
+    #[error("stored node {uuid} is corrupt: {column}: {detail}")]
+    Corrupt {
+        uuid: String,
+        column: String,
+        detail: String,
+    },
     /// The SQLite file was deleted or replaced while the store was open: writes would go
     /// into a file nobody will ever open again.
     #[error("{0}")]
@@ -233,7 +243,8 @@ pub struct Paging {
 /// One page of a listing.
 #[derive(Debug, Clone)]
 pub struct NodePage {
-    /// The nodes of the page, in order.
+    /// The readable nodes of the page, in order. Corrupt rows are skipped (and logged), so
+    /// a page may hold fewer nodes than its limit and still have a next page.
     pub nodes: Vec<Node>,
     /// The limit the page was read with.
     pub limit: Option<usize>,
@@ -248,6 +259,8 @@ pub struct Store {
     backend: Backend,
     /// SQLite only: the boot path's index of committed state, and the locked file.
     index: Option<Arc<BootIndex>>,
+    /// Stored rows that cannot be read as nodes: uuid → what is wrong.
+    corrupt: Arc<Mutex<BTreeMap<String, String>>>,
     /// The last explanation of a pool timeout, reused for a while so that an exhausted
     /// pool does not also get a connection attempt for every request that waited.
     timeout_cause: Arc<Mutex<Option<(std::time::Instant, String)>>>,
@@ -456,15 +469,17 @@ enum Arg {
     Int(i64),
 }
 
-/// What a listing query read: the nodes and the marker of the next page.
+/// What a listing query read: the nodes, the rows that could not be read, and the marker
+/// of the next page.
 struct Listed {
     nodes: Vec<Node>,
+    bad: Vec<StoreError>,
     next_marker: Option<String>,
 }
 
 impl Store {
     /// Opens (creating it for SQLite) and migrates the database, then loads the boot index
-    /// (SQLite).
+    /// (SQLite) and finds the rows that cannot be read as nodes (both).
     ///
     /// With SQLite the database file is locked first; a database in use by another process
     /// is refused before anything touches it.
@@ -549,6 +564,7 @@ impl Store {
                     file,
                 })
             }),
+            corrupt: Arc::default(),
             timeout_cause: Arc::default(),
             clock,
         };
@@ -556,11 +572,43 @@ impl Store {
         Ok(store)
     }
 
-    /// Loads the boot index (SQLite).
+    /// Reads every node once: fills the boot index (SQLite), and logs and marks each row
+    /// that cannot be read, so that one bad row costs one node, not the service.
     async fn load(&self) -> Result<(), StoreError> {
+        let listed = {
+            let mut conn = self.conn().await?;
+            self.select(&mut conn, &NodeFilter::default(), &Paging::default())
+                .await?
+        };
         if let Some(index) = &self.index {
-            for node in self.list_nodes(&NodeFilter::default()).await? {
-                index.put(&node);
+            for node in &listed.nodes {
+                index.put(node);
+            }
+        }
+        self.note(&listed);
+        for bad in &listed.bad {
+            let StoreError::Corrupt {
+                uuid,
+                column,
+                detail,
+            } = bad
+            else {
+                continue;
+            };
+            let message = format!(
+                "the stored record of this node is corrupt ({column}: {detail}); ironboot \
+                 skips it: correct or delete the row in the database"
+            );
+            let marked = sqlx::query(
+                "UPDATE nodes SET last_error = $1 WHERE uuid = $2 \
+                 AND (last_error IS NULL OR last_error <> $1)",
+            )
+            .bind(message)
+            .bind(uuid.clone())
+            .execute(&self.pool)
+            .await;
+            if let Err(e) = marked {
+                tracing::warn!(node = %uuid, "cannot set last_error of the corrupt node: {e}");
             }
         }
         Ok(())
@@ -677,19 +725,38 @@ impl Store {
             }
         };
         let row = row.ok_or_else(|| StoreError::NotFound(ident.to_string()))?;
-        let mut node = node_from_row(&row)?;
-        let macs = sqlx::query("SELECT mac FROM node_macs WHERE node_uuid = $1 ORDER BY mac")
-            .bind(node.uuid.to_string())
-            .fetch_all(&mut *conn)
-            .await?;
-        node.macs = macs
-            .iter()
-            .map(|r| parse_mac(&node.uuid.to_string(), r))
-            .collect::<Result<_, _>>()?;
-        Ok(node)
+        let node = match node_from_row(&row) {
+            Ok(mut node) => {
+                let macs =
+                    sqlx::query("SELECT mac FROM node_macs WHERE node_uuid = $1 ORDER BY mac")
+                        .bind(node.uuid.to_string())
+                        .fetch_all(&mut *conn)
+                        .await?;
+                macs.iter()
+                    .map(|r| parse_mac(&node.uuid.to_string(), r))
+                    .collect::<Result<_, _>>()
+                    .map(|macs| {
+                        node.macs = macs;
+                        node
+                    })
+            }
+            Err(e) => Err(e),
+        };
+        match node {
+            Ok(node) => {
+                self.note_good(std::iter::once(&node));
+                Ok(node)
+            }
+            Err(e @ StoreError::Corrupt { .. }) => {
+                self.note_bad(&e);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Every node matching a filter, by creation time.
+    /// Every readable node matching a filter, by creation time. Rows that cannot be read
+    /// are skipped and logged.
     pub async fn list_nodes(&self, filter: &NodeFilter) -> Result<Vec<Node>, StoreError> {
         Ok(self
             .list_nodes_page(filter, &Paging::default())
@@ -697,8 +764,8 @@ impl Store {
             .nodes)
     }
 
-    /// One page of the nodes matching a filter. A marker that is no node's uuid is
-    /// [`StoreError::UnknownMarker`].
+    /// One page of the readable nodes matching a filter. A marker that is no node's uuid
+    /// is [`StoreError::UnknownMarker`]; rows that cannot be read are skipped and logged.
     pub async fn list_nodes_page(
         &self,
         filter: &NodeFilter,
@@ -708,6 +775,7 @@ impl Store {
             let mut conn = self.conn().await?;
             self.select(&mut conn, filter, paging).await?
         };
+        self.note(&listed);
         Ok(NodePage {
             nodes: listed.nodes,
             limit: paging.limit,
@@ -814,30 +882,51 @@ impl Store {
                 let last = rows.last().map(|r| r.try_get::<String, _>("uuid"));
                 match last {
                     Some(Ok(uuid)) => Some(uuid),
-                    Some(Err(e)) => return Err(e.into()),
+                    Some(Err(e)) => return Err(corrupt("<unreadable>", "uuid", e)),
                     // A limit of 0 reads nothing and can never get further.
                     None => None,
                 }
             }
             _ => None,
         };
-        let mut nodes: Vec<Node> = rows.iter().map(node_from_row).collect::<Result<_, _>>()?;
-        let mut macs = self.macs_of(conn, filter, paging, &nodes).await?;
-        for node in &mut nodes {
-            node.macs = macs.remove(&node.uuid.to_string()).unwrap_or_default();
+        let mut nodes = Vec::with_capacity(rows.len());
+        let mut bad = Vec::new();
+        for row in &rows {
+            match node_from_row(row) {
+                Ok(node) => nodes.push(node),
+                Err(e @ StoreError::Corrupt { .. }) => bad.push(e),
+                Err(e) => return Err(e),
+            }
         }
-        Ok(Listed { nodes, next_marker })
+        let mut macs = self.macs_of(conn, filter, paging, &nodes).await?;
+        nodes.retain_mut(|node| match macs.remove(&node.uuid.to_string()) {
+            Some(Ok(m)) => {
+                node.macs = m;
+                true
+            }
+            Some(Err(e)) => {
+                bad.push(e);
+                false
+            }
+            None => true,
+        });
+        Ok(Listed {
+            nodes,
+            bad,
+            next_marker,
+        })
     }
 
     /// The MACs of listed nodes, by node uuid: all MACs in one query for a listing of
-    /// everything, else those of the listed nodes.
+    /// everything, else those of the listed nodes. A MAC that does not parse makes its node
+    /// corrupt.
     async fn macs_of(
         &self,
         conn: &mut sqlx::AnyConnection,
         filter: &NodeFilter,
         paging: &Paging,
         nodes: &[Node],
-    ) -> Result<HashMap<String, Vec<Mac>>, StoreError> {
+    ) -> Result<HashMap<String, Result<Vec<Mac>, StoreError>>, StoreError> {
         let everything = paging.limit.is_none()
             && paging.marker.is_none()
             && filter.target.is_none()
@@ -865,13 +954,72 @@ impl Store {
                 rows.extend(query.fetch_all(&mut *conn).await?);
             }
         }
-        let mut macs: HashMap<String, Vec<Mac>> = HashMap::new();
+        let mut macs: HashMap<String, Result<Vec<Mac>, StoreError>> = HashMap::new();
         for r in rows {
             let owner: String = r.try_get("node_uuid")?;
-            let mac = parse_mac(&owner, &r)?;
-            macs.entry(owner).or_default().push(mac);
+            let mac = parse_mac(&owner, &r);
+            let entry = macs.entry(owner).or_insert_with(|| Ok(Vec::new()));
+            match (entry.as_mut(), mac) {
+                (Ok(list), Ok(mac)) => list.push(mac),
+                (Ok(_), Err(e)) => *entry = Err(e),
+                (Err(_), _) => {}
+            }
         }
         Ok(macs)
+    }
+
+    /// Records what a listing found: corrupt rows are remembered (and logged as errors the
+    /// first time, as warnings after), readable ones forgotten.
+    fn note(&self, listed: &Listed) {
+        self.note_good(listed.nodes.iter());
+        for bad in &listed.bad {
+            self.note_bad(bad);
+        }
+    }
+
+    fn note_bad(&self, e: &StoreError) {
+        let StoreError::Corrupt {
+            uuid,
+            column,
+            detail,
+        } = e
+        else {
+            return;
+        };
+        let first = self
+            .corrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(uuid.clone(), format!("{column}: {detail}"))
+            .is_none();
+        if first {
+            tracing::error!(node = %uuid, column = %column, "stored node record is corrupt; the node is skipped: {detail}");
+        } else {
+            tracing::warn!(node = %uuid, column = %column, "skipping the corrupt stored node record: {detail}");
+        }
+    }
+
+    fn note_good<'a>(&self, nodes: impl Iterator<Item = &'a Node>) {
+        let mut corrupt = self.corrupt.lock().unwrap_or_else(PoisonError::into_inner);
+        if corrupt.is_empty() {
+            return;
+        }
+        for node in nodes {
+            if corrupt.remove(&node.uuid.to_string()).is_some() {
+                tracing::info!(node = %node.uuid, "the stored node record is readable again");
+            }
+        }
+    }
+
+    /// The uuids of stored node records that cannot be read (found at open, by listings and
+    /// by reads; forgotten once read successfully or deleted), with what is wrong.
+    pub fn corrupt_nodes(&self) -> Vec<(String, String)> {
+        self.corrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(u, d)| (u.clone(), d.clone()))
+            .collect()
     }
 
     /// Writes a changed node (every field but uuid and created_at), if nobody changed it
@@ -939,6 +1087,10 @@ impl Store {
         if let Some(index) = &self.index {
             index.remove(uuid);
         }
+        self.corrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&uuid.to_string());
         Ok(())
     }
 
@@ -955,7 +1107,13 @@ impl Store {
         .bind(mac.to_string())
         .fetch_optional(&mut *conn)
         .await?;
-        row.map(|r| boot_record(&r).map(Arc::new)).transpose()
+        match row.map(|r| boot_record(&r)).transpose() {
+            Ok(record) => Ok(record.map(Arc::new)),
+            Err(e) => {
+                self.note_bad(&e);
+                Err(e)
+            }
+        }
     }
 
     /// Checks that the database answers and, with SQLite, that its file is still the one
@@ -1066,64 +1224,91 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("node documents serialize")
 }
 
-fn corrupt(uuid: &str, detail: impl std::fmt::Display) -> StoreError {
+fn corrupt(uuid: &str, column: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         uuid: uuid.to_string(),
+        column: column.to_string(),
         detail: detail.to_string(),
     }
 }
 
+/// A column of a row: a value that does not decode makes the row corrupt; a column that is
+/// not there at all is the schema's problem, a database error.
+fn column<'r, T>(row: &'r AnyRow, uuid: &str, name: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    labelled(row, uuid, name, name)
+}
+
+/// [`column`], naming the column `label` when the row is corrupt.
+fn labelled<'r, T>(row: &'r AnyRow, uuid: &str, name: &str, label: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    row.try_get(name).map_err(|e| match e {
+        sqlx::Error::ColumnDecode { .. } => corrupt(uuid, label, e),
+        other => other.into(),
+    })
+}
+
 fn parse_mac(owner: &str, row: &AnyRow) -> Result<Mac, StoreError> {
-    let text: String = row.try_get("mac")?;
-    Mac::parse(&text).map_err(|e| corrupt(owner, e))
+    let text: String = labelled(row, owner, "mac", "node_macs.mac")?;
+    Mac::parse(&text).map_err(|e| corrupt(owner, "node_macs.mac", e))
 }
 
 fn parse_field<T: FromStr<Err = String>>(
     uuid: &str,
     row: &AnyRow,
-    column: &str,
+    name: &str,
 ) -> Result<T, StoreError> {
-    let text: String = row.try_get(column)?;
-    text.parse()
-        .map_err(|e| corrupt(uuid, format!("{column}: {e}")))
+    let text: String = column(row, uuid, name)?;
+    text.parse().map_err(|e| corrupt(uuid, name, e))
 }
 
 fn json_field<T: serde::de::DeserializeOwned>(
     uuid: &str,
     row: &AnyRow,
-    column: &str,
+    name: &str,
 ) -> Result<Option<T>, StoreError> {
-    let text: Option<String> = row.try_get(column)?;
-    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(uuid, format!("{column}: {e}"))))
+    let text: Option<String> = column(row, uuid, name)?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(uuid, name, e)))
         .transpose()
 }
 
+/// The uuid of a row, as text and parsed.
+fn row_uuid(row: &AnyRow) -> Result<(String, Uuid), StoreError> {
+    let text: String = column(row, "<unreadable>", "uuid")?;
+    let uuid = Uuid::try_parse(&text).map_err(|e| corrupt(&text, "uuid", e))?;
+    Ok((text, uuid))
+}
+
 fn node_from_row(row: &AnyRow) -> Result<Node, StoreError> {
-    let uuid_text: String = row.try_get("uuid")?;
-    let u = uuid_text.as_str();
+    let (text, uuid) = row_uuid(row)?;
+    let u = text.as_str();
     Ok(Node {
-        uuid: Uuid::try_parse(u).map_err(|e| corrupt(u, e))?,
-        name: row.try_get("name")?,
+        uuid,
+        name: column(row, u, "name")?,
         macs: Vec::new(),
         boot_mode: parse_field(u, row, "boot_mode")?,
         driver_info: json_field(u, row, "driver_info")?.unwrap_or_default(),
         instance_info: json_field(u, row, "instance_info")?.unwrap_or_default(),
         target: parse_field(u, row, "target")?,
         state: parse_field(u, row, "state")?,
-        last_error: row.try_get("last_error")?,
+        last_error: column(row, u, "last_error")?,
         prepared: json_field(u, row, "prepared")?,
-        created_at: rfc3339(row.try_get("created_at")?),
-        updated_at: rfc3339(row.try_get("updated_at")?),
-        version: row.try_get("version")?,
+        created_at: rfc3339(column(row, u, "created_at")?),
+        updated_at: rfc3339(column(row, u, "updated_at")?),
+        version: column(row, u, "version")?,
     })
 }
 
 fn boot_record(row: &AnyRow) -> Result<BootRecord, StoreError> {
-    let uuid_text: String = row.try_get("uuid")?;
-    let u = uuid_text.as_str();
+    let (text, uuid) = row_uuid(row)?;
+    let u = text.as_str();
     Ok(BootRecord {
-        uuid: Uuid::try_parse(u).map_err(|e| corrupt(u, e))?,
-        name: row.try_get("name")?,
+        uuid,
+        name: column(row, u, "name")?,
         target: parse_field(u, row, "target")?,
         prepared: json_field(u, row, "prepared")?,
     })

@@ -1,5 +1,5 @@
-//! The service when its surroundings misbehave: the database file deleted under it, a
-//! database that refuses connections. Each test starts a server in
+//! The service when its surroundings misbehave: the database file deleted under it, rows
+//! that cannot be read, a database that refuses connections. Each test starts a server in
 //! this process and checks what clients, `/healthz` and the log see.
 
 use std::path::Path;
@@ -57,6 +57,7 @@ impl Logs {
 /// always makes a new one), so a test can stop it, change the database and start again.
 struct Server {
     api: String,
+    boot: String,
     service: Arc<Service>,
     http: reqwest::Client,
     stop: oneshot::Sender<()>,
@@ -79,13 +80,17 @@ impl Server {
         let app = ironboot::cli::serve::app(&loaded.settings, service.clone());
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let boot = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api_url = format!("http://{}", api.local_addr().unwrap());
+        let (api_url, boot_url) = (
+            format!("http://{}", api.local_addr().unwrap()),
+            format!("http://{}", boot.local_addr().unwrap()),
+        );
         let (stop, rx) = oneshot::channel();
         let handle = tokio::spawn(ironboot::server::run(api, boot, app, async move {
             let _ = rx.await;
         }));
         Server {
             api: api_url,
+            boot: boot_url,
             service,
             http: reqwest::Client::new(),
             stop,
@@ -105,6 +110,11 @@ impl Server {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    async fn boot_status(&self, mac: &str) -> StatusCode {
+        let url = format!("{}/pxelinux.cfg/{}", self.boot, mac.replace(':', "-"));
+        self.http.get(url).send().await.unwrap().status()
     }
 
     async fn stop(self) {
@@ -137,6 +147,32 @@ async fn raw_sql(state: &Path, pg: Option<&PgDb>, sql: &str) {
                 .await
                 .unwrap();
             conn.close().await.unwrap();
+        }
+    }
+}
+
+/// One column of one node, read behind the server's back.
+async fn raw_text(state: &Path, pg: Option<&PgDb>, column: &str, uuid: &str) -> Option<String> {
+    use sqlx::Connection;
+    let sql = format!("SELECT {column} FROM nodes WHERE uuid = '{uuid}'");
+    match pg {
+        Some(pg) => {
+            let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+        None => {
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::new().filename(state.join("ironboot.sqlite"));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
         }
     }
 }
@@ -211,6 +247,158 @@ async fn regression_a_deleted_database_goes_unnoticed() {
         Some(4.0)
     );
     s.stop().await;
+}
+
+/// Regression: one node row with invalid JSON in `driver_info` (or an unknown target) made
+/// the boot index load fail, so the whole service refused to start (SQLite); and
+/// `GET /v1/nodes` failed as a whole (both).
+async fn regression_one_corrupt_node_row_stops_the_whole_service(db: Db) {
+    let (logs, _guard) = Logs::capture();
+    let state = tempfile::tempdir().unwrap();
+    let pg = match db {
+        Db::Postgres => Some(PgDb::new().await),
+        Db::Sqlite => None,
+    };
+    let s = Server::start(state.path(), pg.as_ref()).await;
+    let mut macs = Vec::new();
+    let mut uuids = Vec::new();
+    for name in ["good-1", "bad-json", "good-2", "bad-target", "bad-mac"] {
+        let mac = random_mac();
+        let (st, node) = s
+            .call(
+                Method::POST,
+                "/v1/nodes",
+                Some(json!({"name": name, "macs": [mac]})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{node}");
+        let uuid = node["uuid"].as_str().unwrap().to_string();
+        let (st, n) = s
+            .call(
+                Method::PUT,
+                &format!("/v1/nodes/{uuid}/boot"),
+                Some(json!({"target": "local"})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{n}");
+        macs.push(mac);
+        uuids.push(uuid);
+    }
+    s.stop().await;
+
+    raw_sql(
+        state.path(),
+        pg.as_ref(),
+        &format!(
+            "UPDATE nodes SET driver_info = '{{\"deploy_kernel\": ' WHERE uuid = '{}';
+             UPDATE nodes SET target = 'rescue' WHERE uuid = '{}';
+             UPDATE node_macs SET mac = 'not-a-mac' WHERE node_uuid = '{}';",
+            uuids[1], uuids[3], uuids[4]
+        ),
+    )
+    .await;
+
+    let s = Server::start(state.path(), pg.as_ref()).await;
+    let (st, list) = s.call(Method::GET, "/v1/nodes", None).await;
+    assert_eq!(st, StatusCode::OK, "{list}");
+    let listed: Vec<&str> = list["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["uuid"].as_str().unwrap())
+        .collect();
+    // the test clock stands still: equal creation times list by uuid
+    let mut good = vec![uuids[0].as_str(), uuids[2].as_str()];
+    good.sort();
+    assert_eq!(listed, good);
+    // page by page, the corrupt rows are skipped too, and do not end the listing early
+    let mut paged = Vec::new();
+    let mut path = "/v1/nodes?limit=1".to_string();
+    loop {
+        let (st, page) = s.call(Method::GET, &path, None).await;
+        assert_eq!(st, StatusCode::OK, "{page}");
+        for n in page["nodes"].as_array().unwrap() {
+            paged.push(n["uuid"].as_str().unwrap().to_string());
+        }
+        let Some(next) = page.get("next") else { break };
+        let next = url::Url::parse(next.as_str().unwrap()).unwrap();
+        path = format!("{}?{}", next.path(), next.query().unwrap());
+    }
+    assert_eq!(paged, good);
+
+    // the others are served
+    assert_eq!(s.boot_status(&macs[0]).await, StatusCode::OK);
+    assert_eq!(s.boot_status(&macs[2]).await, StatusCode::OK);
+    let (st, _) = s
+        .call(Method::GET, &format!("/v1/nodes/{}", uuids[2]), None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let r = s
+        .call(Method::GET, &format!("/v1/nodes/{}", uuids[1]), None)
+        .await;
+    assert_error(
+        &r,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "corrupt_record",
+        None,
+    );
+
+    // healthz stays 200 and names them
+    let (st, health) = s.call(Method::GET, "/healthz", None).await;
+    assert_eq!(st, StatusCode::OK, "{health}");
+    let check = health["checks"]["database"].as_str().unwrap();
+    assert!(
+        check.starts_with("ok, but 3 stored node records are corrupt"),
+        "{check}"
+    );
+    for bad in [&uuids[1], &uuids[3], &uuids[4]] {
+        assert!(check.contains(bad.as_str()), "{check}");
+    }
+    let h = s.service.health(std::time::Duration::from_secs(2)).await;
+    assert!(h.healthy);
+    assert_eq!(h.corrupt_nodes, 3);
+
+    // each is marked, and logged with its uuid and column
+    for (bad, column) in [
+        (&uuids[1], "driver_info"),
+        (&uuids[3], "target"),
+        (&uuids[4], "node_macs.mac"),
+    ] {
+        let last_error = raw_text(state.path(), pg.as_ref(), "last_error", bad)
+            .await
+            .unwrap_or_default();
+        assert!(
+            last_error.contains("stored record of this node is corrupt")
+                && last_error.contains(&format!("({column}: ")),
+            "{last_error}"
+        );
+        let logged = logs.text();
+        assert!(
+            logged.lines().any(|l| l.contains("ERROR")
+                && l.contains("stored node record is corrupt")
+                && l.contains(&format!("node={bad}"))
+                && l.contains(&format!("column={column}"))),
+            "{logged}"
+        );
+    }
+    // a good node is not marked
+    assert_eq!(
+        raw_text(state.path(), pg.as_ref(), "last_error", &uuids[0]).await,
+        None
+    );
+    s.stop().await;
+}
+
+mod regression_one_corrupt_node_row_stops_the_whole_service {
+    use super::*;
+    #[tokio::test]
+    async fn sqlite() {
+        super::regression_one_corrupt_node_row_stops_the_whole_service(Db::Sqlite).await
+    }
+    #[tokio::test]
+    async fn postgres() {
+        super::regression_one_corrupt_node_row_stops_the_whole_service(Db::Postgres).await
+    }
 }
 
 /// Regression: a database error that became a 503 was logged without its cause. sqlx
