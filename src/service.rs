@@ -398,9 +398,9 @@ impl Service {
     /// `paging.marker`, by `sort_key` and `sort_dir`, ties broken by uuid.
     ///
     /// A limit of 0, or above `max_limit`, is refused with `invalid_query` rather than
-    /// clamped as Ironic does: a client that asks for more than it may get learns so at
-    /// once instead of mistaking the short page for the end. A marker that is not a node is
-    /// refused too. Stored records that cannot be read are skipped (and logged), so a page
+    /// clamped as Ironic does: a client that stops at the first page shorter than the limit
+    /// it asked for (instead of following `next`) would take a clamped page for the last
+    /// one. A marker that is not a node is refused too. Stored records that cannot be read are skipped (and logged), so a page
     /// can be shorter than its limit and still be followed by another.
     pub async fn list_nodes(
         &self,
