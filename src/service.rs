@@ -25,7 +25,7 @@ use crate::mirror::Mirror;
 use crate::node::{
     self, BootMode, BootRecord, DriverInfo, FieldError, InstanceInfo, Mac, Node, State, Target,
 };
-use crate::store::{NewNode, NodeFilter, Store, StoreError};
+use crate::store::{NewNode, NodeFilter, NodePage, Paging, Store, StoreError};
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,12 @@ pub enum ServiceError {
     /// The request is not a JSON object of the expected shape.
     #[error("{0}")]
     InvalidBody(String),
+    /// A query parameter is invalid; the parameter is named.
+    #[error("{field}: {message}")]
+    InvalidQuery {
+        field: &'static str,
+        message: String,
+    },
     #[error("{field} cannot be written: {why}")]
     ReadOnly {
         field: &'static str,
@@ -68,6 +74,7 @@ impl ServiceError {
             ServiceError::Field(f) if f.field.starts_with("macs") => ErrorCode::InvalidMac,
             ServiceError::Field(_) => ErrorCode::InvalidField,
             ServiceError::InvalidBody(_) => ErrorCode::InvalidBody,
+            ServiceError::InvalidQuery { .. } => ErrorCode::InvalidQuery,
             ServiceError::ReadOnly { .. } => ErrorCode::ReadOnlyField,
             ServiceError::DocumentTooLarge { .. } => ErrorCode::DocumentTooLarge,
             ServiceError::NoMacs(_) => ErrorCode::NoMacs,
@@ -82,9 +89,10 @@ impl ServiceError {
     pub fn field(&self) -> Option<&str> {
         match self {
             ServiceError::Field(f) => Some(&f.field),
-            ServiceError::ReadOnly { field, .. } | ServiceError::DocumentTooLarge { field, .. } => {
-                Some(field)
-            }
+            ServiceError::ReadOnly { field, .. }
+            | ServiceError::DocumentTooLarge { field, .. }
+            | ServiceError::InvalidQuery { field, .. } => Some(field),
+            ServiceError::Store(StoreError::UnknownMarker(_)) => Some("marker"),
             ServiceError::Store(StoreError::DuplicateMac { .. }) => Some("macs"),
             ServiceError::Store(StoreError::DuplicateName(_)) => Some("name"),
             ServiceError::Boot(e) => e.field(),
@@ -95,6 +103,11 @@ impl ServiceError {
     /// What the client is told: never a secret, never internal detail.
     pub fn client_message(&self) -> String {
         match self {
+            ServiceError::Store(StoreError::DatabaseGone(_)) => {
+                "the database file was deleted or replaced while ironboot ran; changes are \
+                 refused until an operator restores it and restarts ironboot (see the server log)"
+                    .into()
+            }
             ServiceError::Store(e) if e.is_internal() => {
                 "the database is unavailable; retry later".into()
             }
@@ -197,11 +210,22 @@ pub struct TaskStatus {
 }
 
 /// What `/healthz` reports.
+///
+/// Corrupt node records do not make the service unhealthy: every other node is served, and
+/// a 503 would take the whole service out of a load balancer for one bad row. They make the
+/// database check say so instead of `"ok"`, which monitoring that compares it with `"ok"`
+/// notices, and [`Health::corrupt_nodes`] counts them.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Health {
+    /// The database answers (and, with SQLite, its file is still the one opened) and every
+    /// supervised task is running.
     pub healthy: bool,
-    /// `"ok"`, or why the database check failed.
+    /// `"ok"`; why the database check failed; or, when the database is fine but some
+    /// stored node records cannot be read, `"ok, but N stored node records are corrupt …"`
+    /// with their uuids.
     pub database: String,
+    /// How many stored node records cannot be read (they are skipped; see the log).
+    pub corrupt_nodes: usize,
     pub tasks: BTreeMap<&'static str, TaskStatus>,
 }
 
@@ -215,17 +239,20 @@ pub enum NodeScript {
     NoTarget,
 }
 
-/// Limits on what clients may store.
+/// Limits on what clients may store and read at once.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest JSON size of driver_info or instance_info.
     pub max_document_size: usize,
+    /// The default and largest page of a listing (Ironic's `[api] max_limit`).
+    pub max_limit: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_document_size: 64 * 1024,
+            max_limit: 1000,
         }
     }
 }
@@ -366,9 +393,44 @@ impl Service {
         Ok(self.store.get_node(ident).await?)
     }
 
-    /// Nodes matching a filter.
-    pub async fn list_nodes(&self, filter: &NodeFilter) -> Result<Vec<Node>, ServiceError> {
-        Ok(self.store.list_nodes(filter).await?)
+    /// One page of the nodes matching a filter, as Ironic's API pages: at most
+    /// `paging.limit` nodes (by default [`Limits::max_limit`]) after the node
+    /// `paging.marker`, by `sort_key` and `sort_dir`, ties broken by uuid.
+    ///
+    /// A limit of 0, or above `max_limit`, is refused with `invalid_query` rather than
+    /// clamped as Ironic does: a client that stops at the first page shorter than the limit
+    /// it asked for (instead of following `next`) would take a clamped page for the last
+    /// one. A marker that is not a node is refused too. Stored records that cannot be read are skipped (and logged), so a page
+    /// can be shorter than its limit and still be followed by another.
+    pub async fn list_nodes(
+        &self,
+        filter: &NodeFilter,
+        paging: &Paging,
+    ) -> Result<NodePage, ServiceError> {
+        let max = self.limits.max_limit;
+        let limit = match paging.limit {
+            None => max,
+            Some(0) => {
+                return Err(ServiceError::InvalidQuery {
+                    field: "limit",
+                    message: "must be at least 1".into(),
+                });
+            }
+            Some(n) if n > max => {
+                return Err(ServiceError::InvalidQuery {
+                    field: "limit",
+                    message: format!(
+                        "{n} is above the largest page, {max} ([api] max_limit); follow `next` for more"
+                    ),
+                });
+            }
+            Some(n) => n,
+        };
+        let paging = Paging {
+            limit: Some(limit),
+            ..paging.clone()
+        };
+        Ok(self.store.list_nodes_page(filter, &paging).await?)
     }
 
     /// Applies a JSON merge patch (RFC 7396) to a node's writable fields.
@@ -398,11 +460,19 @@ impl Service {
     }
 
     /// Deletes a node and its mirror files.
+    /// A node whose stored record is corrupt can still be deleted by its UUID.
     pub async fn delete_node(&self, ident: &str) -> Result<(), ServiceError> {
-        let node = self.store.get_node(ident).await?;
-        self.store.delete_node(node.uuid).await?;
-        self.sync_mirror(node.uuid).await;
-        tracing::info!(node = %node.uuid, "node deleted");
+        let uuid = match self.store.get_node(ident).await {
+            Ok(node) => node.uuid,
+            Err(StoreError::Corrupt { uuid, .. }) => match Uuid::try_parse(&uuid) {
+                Ok(u) => u,
+                Err(_) => return Err(self.store.get_node(ident).await.unwrap_err().into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        self.store.delete_node(uuid).await?;
+        self.sync_mirror(uuid).await;
+        tracing::info!(node = %uuid, "node deleted");
         Ok(())
     }
 
@@ -640,18 +710,41 @@ impl Service {
         update(tasks.entry(task).or_default());
     }
 
-    /// The database answers a cheap query within `timeout`, and every supervised task is
-    /// running.
+    /// The database answers a cheap query within `timeout` (with SQLite, through the file
+    /// that was opened: a deleted or replaced file fails the check), and every supervised
+    /// task is running. Corrupt node records are reported, not counted as unhealthy (see
+    /// [`Health`]).
     pub async fn health(&self, timeout: Duration) -> Health {
-        let database = match tokio::time::timeout(timeout, self.store.health()).await {
-            Ok(Ok(())) => "ok".to_string(),
+        let corrupt = self.store.corrupt_nodes();
+        let (database_ok, database) = match tokio::time::timeout(timeout, self.store.health()).await
+        {
+            Ok(Ok(())) if corrupt.is_empty() => (true, "ok".to_string()),
+            Ok(Ok(())) => {
+                let n = corrupt.len();
+                let mut uuids: Vec<&str> =
+                    corrupt.iter().take(5).map(|(u, _)| u.as_str()).collect();
+                if n > uuids.len() {
+                    uuids.push("…");
+                }
+                let records = if n == 1 { "record is" } else { "records are" };
+                (
+                    true,
+                    format!(
+                        "ok, but {n} stored node {records} corrupt and skipped (see the log): {}",
+                        uuids.join(", ")
+                    ),
+                )
+            }
             Ok(Err(e)) => {
                 tracing::error!("health check: database: {e}");
-                e.to_string()
+                (false, e.to_string())
             }
             Err(_) => {
                 tracing::error!("health check: the database did not answer within {timeout:?}");
-                format!("no answer within {} ms", timeout.as_millis())
+                (
+                    false,
+                    format!("no answer within {} ms", timeout.as_millis()),
+                )
             }
         };
         let tasks = self
@@ -660,8 +753,9 @@ impl Service {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         Health {
-            healthy: database == "ok" && tasks.values().all(|t| t.healthy),
+            healthy: database_ok && tasks.values().all(|t| t.healthy),
             database,
+            corrupt_nodes: corrupt.len(),
             tasks,
         }
     }

@@ -6,27 +6,48 @@
 //! overwriting someone else's change. MACs live in their own table with a primary key, so a
 //! MAC can belong to one node only, whatever the backend.
 //!
-//! With SQLite, one ironboot process owns the database: an exclusive lock on
-//! `<database>.lock` refuses a second one (several conductors need PostgreSQL). That lets
-//! the store keep an in-memory index of committed boot records by MAC, which the boot path
-//! reads instead of querying SQLite for every booting machine (sqlx runs each SQLite
-//! connection on its own thread, and the round trip tripled the cost of a boot request).
-//! Writes hold a mutex from `BEGIN IMMEDIATE` until the index reflects the commit, so the
-//! index never lags or reorders committed state. With PostgreSQL every boot request queries
-//! the database.
+//! With SQLite, one ironboot process owns the database: before anything touches the
+//! database (no journal-mode switch, no migration, no pool), [`Store::open`] opens the
+//! database file itself and takes an exclusive `flock` on it, held for the store's life. A
+//! second process fails there, leaving the file as it was; deleting some other file cannot
+//! release the lock, because there is no other file. (SQLite locks with POSIX `fcntl`
+//! locks, which Linux keeps apart from `flock`.) Several conductors need PostgreSQL. The
+//! file's identity (device and inode) is recorded at open: when the file is deleted or
+//! replaced under a running store, [`Store::health`] says so and every write is refused
+//! with [`StoreError::DatabaseGone`] instead of going into an unlinked file.
+//!
+//! One owner lets the store keep an in-memory index of committed boot records by MAC,
+//! which the boot path reads instead of querying SQLite for every booting machine (sqlx
+//! runs each SQLite connection on its own thread, and the round trip tripled the cost of a
+//! boot request). Writes hold a mutex from `BEGIN IMMEDIATE` until the index reflects the
+//! commit, so the index never lags or reorders committed state. With PostgreSQL every boot
+//! request queries the database.
+//!
+//! A row that cannot be read as a node (invalid JSON, an unknown target, …) does not stop
+//! the rest: at open it is left out of the index, logged, and its `last_error` says the
+//! record is corrupt; listings skip it (and log it); [`Store::corrupt_nodes`] counts it for
+//! `/healthz`. Reading that one node fails with [`StoreError::Corrupt`].
+//!
+//! Listings page the way Ironic's API does: `limit`, a `marker` (the uuid of the last node
+//! of the previous page), `sort_key` and `sort_dir`, with keyset conditions in SQL (never
+//! `OFFSET`), so a page costs the same wherever it is and concurrent writes neither repeat
+//! nor skip the nodes that stay.
 //!
 //! This module holds no business rules: it stores what `boot` and the API decided.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-// A panic while the index lock is held cannot leave the maps half-updated in a way that
-// matters (each update replaces whole entries), so a poisoned lock is used as it is rather
-// than failing every later boot request.
-use std::sync::{Arc, PoisonError, RwLock};
+// A panic while a lock is held cannot leave the maps half-updated in a way that matters
+// (each update replaces whole entries), so a poisoned lock is used as it is rather than
+// failing every later boot request.
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, ConnectOptions, Row};
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -35,6 +56,12 @@ use crate::config::DatabaseUrl;
 use crate::node::{BootMode, BootRecord, DriverInfo, InstanceInfo, Mac, Node, State, Target};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a pool may wait for a connection before it gives up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the connection attempt that explains a pool timeout may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,8 +79,22 @@ pub enum StoreError {
     Migration(String),
     #[error("cannot open the database: {0}")]
     Open(String),
-    #[error("stored node {uuid} is corrupt: {detail}")]
-    Corrupt { uuid: String, detail: String },
+    /// A stored row cannot be read as a node; `column` names what is wrong with it.
+    #[error("stored node {uuid} is corrupt: {column}: {detail}")]
+    Corrupt {
+        uuid: String,
+        column: String,
+        detail: String,
+    },
+    /// The SQLite file was deleted or replaced while the store was open: writes would go
+    /// into a file nobody will ever open again.
+    #[error("{0}")]
+    DatabaseGone(String),
+    /// A listing's marker is not the uuid of a node.
+    #[error(
+        "marker: no node has the uuid {0:?}; pass the uuid of the last node of the previous page, or follow `next`"
+    )]
+    UnknownMarker(String),
 }
 
 impl StoreError {
@@ -67,6 +108,8 @@ impl StoreError {
                 ErrorCode::DatabaseUnavailable
             }
             StoreError::Corrupt { .. } => ErrorCode::CorruptRecord,
+            StoreError::DatabaseGone(_) => ErrorCode::DatabaseGone,
+            StoreError::UnknownMarker(_) => ErrorCode::InvalidQuery,
         }
     }
 
@@ -75,7 +118,10 @@ impl StoreError {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            StoreError::Database(_) | StoreError::Open(_) | StoreError::Migration(_)
+            StoreError::Database(_)
+                | StoreError::Open(_)
+                | StoreError::Migration(_)
+                | StoreError::DatabaseGone(_)
         )
     }
 }
@@ -112,12 +158,112 @@ pub struct NodeFilter {
     pub name: Option<String>,
 }
 
+/// What a listing is ordered by (Ironic's `sort_key`). Ties are broken by uuid, in the
+/// same direction. Text is compared byte by byte on both databases; a node without a name
+/// sorts as the empty name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    CreatedAt,
+    UpdatedAt,
+    Uuid,
+    Name,
+}
+
+impl SortKey {
+    pub const ALL: &'static [SortKey] = &[
+        SortKey::CreatedAt,
+        SortKey::UpdatedAt,
+        SortKey::Uuid,
+        SortKey::Name,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::CreatedAt => "created_at",
+            SortKey::UpdatedAt => "updated_at",
+            SortKey::Uuid => "uuid",
+            SortKey::Name => "name",
+        }
+    }
+}
+
+impl FromStr for SortKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SortKey::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("{s:?} is not a sort key; use created_at (the default), updated_at, uuid or name")
+            })
+    }
+}
+
+/// Ironic's `sort_dir`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortDir {
+    #[default]
+    Asc,
+    Desc,
+}
+
+impl SortDir {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortDir::Asc => "asc",
+            SortDir::Desc => "desc",
+        }
+    }
+}
+
+impl FromStr for SortDir {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "asc" => Ok(SortDir::Asc),
+            "desc" => Ok(SortDir::Desc),
+            _ => Err(format!("{s:?} is not a sort direction; use asc or desc")),
+        }
+    }
+}
+
+/// Which part of a listing to read.
+#[derive(Debug, Clone, Default)]
+pub struct Paging {
+    /// At most this many rows; `None` reads every match.
+    pub limit: Option<usize>,
+    /// The uuid of the last node of the previous page: the page starts after it.
+    pub marker: Option<String>,
+    pub sort_key: SortKey,
+    pub sort_dir: SortDir,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct NodePage {
+    /// The readable nodes of the page, in order. Corrupt rows are skipped (and logged), so
+    /// a page may hold fewer nodes than its limit and still have a next page.
+    pub nodes: Vec<Node>,
+    /// The limit the page was read with.
+    pub limit: Option<usize>,
+    /// When more rows follow: the marker of the next page (the uuid of this page's last
+    /// row).
+    pub next_marker: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite only: the boot path's index of committed state.
+    /// SQLite only: the boot path's index of committed state, and the locked file.
     index: Option<Arc<BootIndex>>,
+    /// Stored rows that cannot be read as nodes: uuid → what is wrong.
+    corrupt: Arc<Mutex<BTreeMap<String, String>>>,
+    /// The last explanation of a pool timeout, reused for a while so that an exhausted
+    /// pool does not also get a connection attempt for every request that waited.
+    timeout_cause: Arc<Mutex<Option<(std::time::Instant, String)>>>,
     /// Stamps created_at and updated_at.
     clock: Arc<dyn Clock>,
 }
@@ -133,8 +279,8 @@ struct BootIndex {
     maps: RwLock<IndexMaps>,
     /// Held from `BEGIN IMMEDIATE` until the index reflects the commit.
     write: tokio::sync::Mutex<()>,
-    /// The exclusive lock on `<database>.lock`, held as long as the store lives.
-    _owner: std::fs::File,
+    /// The database file, locked as long as the store lives.
+    file: OwnedFile,
 }
 
 impl BootIndex {
@@ -167,27 +313,80 @@ impl BootIndex {
     }
 }
 
-/// Takes the exclusive lock that makes this process the SQLite database's only user.
-fn lock_sqlite(path: &std::path::Path) -> Result<std::fs::File, StoreError> {
-    let lock_path = std::path::PathBuf::from(format!("{}.lock", path.display()));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| StoreError::Open(format!("cannot open {}: {e}", lock_path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Open(format!(
-            "{} is in use by another ironboot process (it holds {}); SQLite serves one \
-             conductor, use PostgreSQL for several",
-            path.display(),
-            lock_path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Open(format!(
-            "cannot lock {}: {e}",
-            lock_path.display()
-        ))),
+/// The SQLite database file, open with an exclusive `flock` that makes this process its
+/// only user, and its identity at open.
+///
+/// Closing any descriptor of a file drops every POSIX lock the process holds on it,
+/// SQLite's included, so this descriptor lives exactly as long as the store, and nothing
+/// else in the process opens the database file outside SQLite (the identity check is a
+/// `stat` of the path, which opens nothing).
+struct OwnedFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    _locked: std::fs::File,
+}
+
+impl OwnedFile {
+    /// Opens (creating it empty when missing: an empty file is an empty SQLite database)
+    /// and locks the database file.
+    fn lock(path: &Path) -> Result<OwnedFile, StoreError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            // SQLite's own default for files it creates.
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| StoreError::Open(format!("cannot open {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Open(format!(
+                    "{} is in use by another ironboot process (it holds a lock on the file); \
+                     SQLite serves one conductor, use PostgreSQL for several",
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Open(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::Open(format!("cannot stat {}: {e}", path.display())))?;
+        Ok(OwnedFile {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            _locked: file,
+        })
+    }
+
+    /// The path still names the file that was opened: one `stat`.
+    fn check(&self) -> Result<(), StoreError> {
+        let p = self.path.display();
+        match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == (self.dev, self.ino) => Ok(()),
+            Ok(_) => Err(StoreError::DatabaseGone(format!(
+                "the database file {p} was replaced by another file while ironboot ran; \
+                 writes are refused because nobody would read them: restart ironboot"
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::DatabaseGone(format!(
+                    "the database file {p} was deleted while ironboot ran; writes are refused \
+                     because they would be lost: restore the file (or accept an empty \
+                     database) and restart ironboot"
+                )))
+            }
+            Err(e) => Err(StoreError::DatabaseGone(format!(
+                "the database file {p} cannot be checked: {e}"
+            ))),
+        }
     }
 }
 
@@ -209,60 +408,121 @@ pub fn rfc3339(ms: i64) -> String {
     .expect("formatting a UTC time")
 }
 
-fn sqlite_url(path: &std::path::Path) -> String {
-    let encoded: String = path
-        .display()
-        .to_string()
-        .chars()
-        .map(|c| match c {
-            '%' => "%25".to_string(),
-            '?' => "%3F".to_string(),
-            '#' => "%23".to_string(),
-            ' ' => "%20".to_string(),
-            c => c.to_string(),
-        })
-        .collect();
-    format!("sqlite://{encoded}?mode=rwc")
+/// The `Any` driver's options for an SQLite file (an absolute path). The driver only takes
+/// URLs, so the path is percent-encoded by the `url` crate as a file URL's path (every byte
+/// that is not plainly safe, `%`, `?`, `#`, spaces and control characters included), and
+/// the result is checked to name exactly that path when sqlx decodes it.
+fn sqlite_options(absolute: &Path) -> Result<AnyConnectOptions, StoreError> {
+    let open = |why: String| StoreError::Open(format!("{}: {why}", absolute.display()));
+    if absolute.to_str().is_none() {
+        return Err(open(
+            "the path is not valid UTF-8, which SQLite through sqlx requires".into(),
+        ));
+    }
+    let file_url = url::Url::from_file_path(absolute)
+        .map_err(|()| open("the path cannot be written as a URL".into()))?;
+    let url = url::Url::parse(&format!("sqlite://{}?mode=rwc", file_url.path()))
+        .map_err(|e| open(format!("the path cannot be written as a URL: {e}")))?;
+    let decoded = sqlx::sqlite::SqliteConnectOptions::from_url(&url)
+        .map_err(|e| open(format!("the path cannot be written as a URL: {e}")))?;
+    if decoded.get_filename() != absolute {
+        return Err(open(format!(
+            "the path cannot be written as a URL sqlx reads back (it reads {})",
+            decoded.get_filename().display()
+        )));
+    }
+    AnyConnectOptions::from_url(&url).map_err(|e| open(e.to_string()))
+}
+
+/// Error text without a password that a PostgreSQL URL might put in it.
+fn redacted(e: &sqlx::Error) -> String {
+    crate::config::validate::redact_url_password(&e.to_string())
+}
+
+/// What lies behind a pool timeout. sqlx retries a refused connection and a server that
+/// says "too many connections" or "starting up" silently until the pool's deadline and then
+/// reports only that it timed out; one direct connection attempt finds the cause.
+async fn explain_pool_timeout(options: &AnyConnectOptions, max_connections: u32) -> String {
+    let timed_out = format!(
+        "pool timed out after {} s waiting for a connection",
+        ACQUIRE_TIMEOUT.as_secs()
+    );
+    match tokio::time::timeout(PROBE_TIMEOUT, options.connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            format!(
+                "{timed_out}: the database accepts new connections, so all {max_connections} \
+                 of the pool's were busy ([database] max_pool_size)"
+            )
+        }
+        Ok(Err(e)) => format!("{timed_out}; connecting fails with: {}", redacted(&e)),
+        Err(_) => format!(
+            "{timed_out}; a new connection did not succeed within {} s either",
+            PROBE_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+/// A value bound into a listing query.
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// What a listing query read: the nodes, the rows that could not be read, and the marker
+/// of the next page.
+struct Listed {
+    nodes: Vec<Node>,
+    bad: Vec<StoreError>,
+    next_marker: Option<String>,
 }
 
 impl Store {
-    /// Opens (creating it for SQLite) and migrates the database.
+    /// Opens (creating it for SQLite) and migrates the database, then loads the boot index
+    /// (SQLite) and finds the rows that cannot be read as nodes (both).
+    ///
+    /// With SQLite the database file is locked first; a database in use by another process
+    /// is refused before anything touches it.
     pub async fn open(
         db: &DatabaseUrl,
         max_connections: u32,
         clock: Arc<dyn Clock>,
     ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (url, backend) = match db {
+        let (options, backend, owned) = match db {
             DatabaseUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| {
                         StoreError::Open(format!("cannot create {}: {e}", dir.display()))
                     })?;
                 }
-                (sqlite_url(path), Backend::Sqlite)
+                let path = std::path::absolute(path)
+                    .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+                let owned = OwnedFile::lock(&path)?;
+                (sqlite_options(&path)?, Backend::Sqlite, Some(owned))
             }
-            DatabaseUrl::Postgres(url) => (url.expose().to_string(), Backend::Postgres),
+            DatabaseUrl::Postgres(url) => (
+                AnyConnectOptions::from_str(url.expose())
+                    .map_err(|e| StoreError::Open(redacted(&e)))?,
+                Backend::Postgres,
+                None,
+            ),
         };
-        let redact = |e: sqlx::Error| {
-            StoreError::Open(crate::config::validate::redact_url_password(&e.to_string()))
-        };
+        let failed = |e: sqlx::Error| StoreError::Open(redacted(&e));
         if backend == Backend::Sqlite {
             // WAL lets readers (the boot path) run while a write commits. Switching to it
             // takes an exclusive lock that the busy timeout cannot wait for, so it is done
             // once here, on a single connection, never by pooled connections racing.
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
-                .await
-                .map_err(redact)?;
+            let mut conn = options.connect().await.map_err(failed)?;
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&mut conn)
                 .await
-                .map_err(redact)?;
-            sqlx::Connection::close(conn).await.map_err(redact)?;
+                .map_err(failed)?;
+            sqlx::Connection::close(conn).await.map_err(failed)?;
         }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -279,54 +539,138 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect(&url)
-            .await
-            .map_err(redact)?;
+            .connect_with(options.clone())
+            .await;
+        let pool = match pool {
+            Ok(pool) => pool,
+            Err(sqlx::Error::PoolTimedOut) => {
+                return Err(StoreError::Open(
+                    explain_pool_timeout(&options, max_connections).await,
+                ));
+            }
+            Err(e) => return Err(failed(e)),
+        };
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        let index = match db {
-            DatabaseUrl::Sqlite(path) => {
-                let index = BootIndex {
-                    maps: RwLock::default(),
-                    write: tokio::sync::Mutex::new(()),
-                    _owner: lock_sqlite(path)?,
-                };
-                let store = Store {
-                    pool: pool.clone(),
-                    backend,
-                    index: None,
-                    clock: clock.clone(),
-                };
-                for node in store.list_nodes(&NodeFilter::default()).await? {
-                    index.put(&node);
-                }
-                Some(Arc::new(index))
-            }
-            DatabaseUrl::Postgres(_) => None,
-        };
-        Ok(Store {
+        let store = Store {
             pool,
             backend,
-            index,
+            index: owned.map(|file| {
+                Arc::new(BootIndex {
+                    maps: RwLock::default(),
+                    write: tokio::sync::Mutex::new(()),
+                    file,
+                })
+            }),
+            corrupt: Arc::default(),
+            timeout_cause: Arc::default(),
             clock,
-        })
+        };
+        store.load().await?;
+        Ok(store)
+    }
+
+    /// Reads every node once: fills the boot index (SQLite), and logs and marks each row
+    /// that cannot be read, so that one bad row costs one node, not the service.
+    async fn load(&self) -> Result<(), StoreError> {
+        let listed = {
+            let mut conn = self.conn().await?;
+            self.select(&mut conn, &NodeFilter::default(), &Paging::default())
+                .await?
+        };
+        if let Some(index) = &self.index {
+            for node in &listed.nodes {
+                index.put(node);
+            }
+        }
+        self.note(&listed);
+        for bad in &listed.bad {
+            let StoreError::Corrupt {
+                uuid,
+                column,
+                detail,
+            } = bad
+            else {
+                continue;
+            };
+            let message = format!(
+                "the stored record of this node is corrupt ({column}: {detail}); ironboot \
+                 skips it: correct or delete the row in the database"
+            );
+            let marked = sqlx::query(
+                "UPDATE nodes SET last_error = $1 WHERE uuid = $2 \
+                 AND (last_error IS NULL OR last_error <> $1)",
+            )
+            .bind(message)
+            .bind(uuid.clone())
+            .execute(&self.pool)
+            .await;
+            if let Err(e) = marked {
+                tracing::warn!(node = %uuid, "cannot set last_error of the corrupt node: {e}");
+            }
+        }
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
+    /// A pooled connection. When the pool times out, the error says why (see
+    /// [`explain_pool_timeout`]), so the cause reaches the log.
+    async fn conn(&self) -> Result<PoolConnection<Any>, StoreError> {
+        match self.pool.acquire().await {
+            Ok(conn) => Ok(conn),
+            Err(sqlx::Error::PoolTimedOut) => {
+                let recent = self
+                    .timeout_cause
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .filter(|(at, _)| at.elapsed() < PROBE_TIMEOUT);
+                let cause = match recent {
+                    Some((_, cause)) => cause,
+                    None => {
+                        let cause = explain_pool_timeout(
+                            &self.pool.connect_options(),
+                            self.pool.options().get_max_connections(),
+                        )
+                        .await;
+                        *self
+                            .timeout_cause
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) =
+                            Some((std::time::Instant::now(), cause.clone()));
+                        cause
+                    }
+                };
+                Err(StoreError::Database(cause))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A transaction that will write. On SQLite it takes the write lock at `BEGIN`
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes later cannot
     /// wait for the lock in WAL mode and fails at once with SQLITE_BUSY_SNAPSHOT when another
     /// write committed in between.
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Any>, StoreError> {
+        let conn = self.conn().await?;
+        let begin = match self.backend {
+            Backend::Sqlite => Some(sqlx::SqlSafeStr::into_sql_str("BEGIN IMMEDIATE")),
+            Backend::Postgres => None,
+        };
+        Ok(sqlx::Transaction::begin(conn, begin).await?)
+    }
+
+    /// SQLite: the database file is still the one this store locked (one `stat`).
+    fn check_file(&self) -> Result<(), StoreError> {
+        match &self.index {
+            Some(index) => index.file.check(),
+            None => Ok(()),
+        }
     }
 
     /// Closes the pool (waits for connections in use).
@@ -339,6 +683,7 @@ impl Store {
         let uuid = Uuid::new_v4();
         let now = self.clock.now_ms();
         let _writing = self.write_guard().await;
+        self.check_file()?;
         let mut tx = self.write_tx().await?;
         check_unique(&mut tx, uuid, new.name.as_deref(), &new.macs).await?;
         sqlx::query(
@@ -364,85 +709,324 @@ impl Store {
 
     /// A node by UUID or name.
     pub async fn get_node(&self, ident: &str) -> Result<Node, StoreError> {
+        let mut conn = self.conn().await?;
         let row = match Uuid::try_parse(ident) {
             Ok(uuid) => {
                 sqlx::query("SELECT * FROM nodes WHERE uuid = $1")
                     .bind(uuid.to_string())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?
             }
             Err(_) => {
                 sqlx::query("SELECT * FROM nodes WHERE name = $1")
                     .bind(ident.to_string())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?
             }
         };
         let row = row.ok_or_else(|| StoreError::NotFound(ident.to_string()))?;
-        let mut node = node_from_row(&row)?;
-        let macs = sqlx::query("SELECT mac FROM node_macs WHERE node_uuid = $1 ORDER BY mac")
-            .bind(node.uuid.to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        node.macs = macs
-            .iter()
-            .map(|r| parse_mac(&node.uuid.to_string(), r))
-            .collect::<Result<_, _>>()?;
-        Ok(node)
+        let node = match node_from_row(&row) {
+            Ok(mut node) => {
+                let macs =
+                    sqlx::query("SELECT mac FROM node_macs WHERE node_uuid = $1 ORDER BY mac")
+                        .bind(node.uuid.to_string())
+                        .fetch_all(&mut *conn)
+                        .await?;
+                macs.iter()
+                    .map(|r| parse_mac(&node.uuid.to_string(), r))
+                    .collect::<Result<_, _>>()
+                    .map(|macs| {
+                        node.macs = macs;
+                        node
+                    })
+            }
+            Err(e) => Err(e),
+        };
+        match node {
+            Ok(node) => {
+                self.note_good(std::iter::once(&node));
+                Ok(node)
+            }
+            Err(e @ StoreError::Corrupt { .. }) => {
+                self.note_bad(&e);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Nodes matching a filter, by creation time.
+    /// Every readable node matching a filter, by creation time. Rows that cannot be read
+    /// are skipped and logged.
     pub async fn list_nodes(&self, filter: &NodeFilter) -> Result<Vec<Node>, StoreError> {
-        let mut sql = String::from("SELECT * FROM nodes WHERE 1 = 1");
-        let mut args: Vec<String> = Vec::new();
-        let mut add = |clause: &str, value: String, args: &mut Vec<String>| {
-            args.push(value);
-            sql.push_str(&format!(" AND {clause} ${}", args.len()));
+        Ok(self
+            .list_nodes_page(filter, &Paging::default())
+            .await?
+            .nodes)
+    }
+
+    /// One page of the readable nodes matching a filter. A marker that is no node's uuid
+    /// is [`StoreError::UnknownMarker`]; rows that cannot be read are skipped and logged.
+    pub async fn list_nodes_page(
+        &self,
+        filter: &NodeFilter,
+        paging: &Paging,
+    ) -> Result<NodePage, StoreError> {
+        let listed = {
+            let mut conn = self.conn().await?;
+            self.select(&mut conn, filter, paging).await?
         };
+        self.note(&listed);
+        Ok(NodePage {
+            nodes: listed.nodes,
+            limit: paging.limit,
+            next_marker: listed.next_marker,
+        })
+    }
+
+    /// The SQL expression a sort key orders by, and the uuid tie-breaker (none when the key
+    /// is the uuid). PostgreSQL compares text in the database's collation unless told
+    /// otherwise; `COLLATE "C"` makes it compare bytes, as SQLite does.
+    fn sort_exprs(&self, key: SortKey) -> (&'static str, Option<&'static str>) {
+        let pg = self.backend == Backend::Postgres;
+        let uuid = if pg { "uuid COLLATE \"C\"" } else { "uuid" };
+        match key {
+            SortKey::CreatedAt => ("created_at", Some(uuid)),
+            SortKey::UpdatedAt => ("updated_at", Some(uuid)),
+            SortKey::Uuid => (uuid, None),
+            SortKey::Name if pg => ("COALESCE(name, '') COLLATE \"C\"", Some(uuid)),
+            SortKey::Name => ("COALESCE(name, '')", Some(uuid)),
+        }
+    }
+
+    /// The listing query: filters, the keyset condition after the marker, the order, and
+    /// one row more than the limit to learn whether another page follows.
+    async fn select(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        filter: &NodeFilter,
+        paging: &Paging,
+    ) -> Result<Listed, StoreError> {
+        let mut sql = String::from("SELECT * FROM nodes WHERE 1 = 1");
+        let mut args: Vec<Arg> = Vec::new();
+        fn arg(args: &mut Vec<Arg>, value: Arg) -> String {
+            args.push(value);
+            format!("${}", args.len())
+        }
         if let Some(t) = filter.target {
-            add("target =", t.as_str().into(), &mut args);
+            let p = arg(&mut args, Arg::Text(t.as_str().into()));
+            sql.push_str(&format!(" AND target = {p}"));
         }
         if let Some(s) = filter.state {
-            add("state =", s.as_str().into(), &mut args);
+            let p = arg(&mut args, Arg::Text(s.as_str().into()));
+            sql.push_str(&format!(" AND state = {p}"));
         }
         if let Some(n) = &filter.name {
-            add("name =", n.clone(), &mut args);
+            let p = arg(&mut args, Arg::Text(n.clone()));
+            sql.push_str(&format!(" AND name = {p}"));
         }
         if let Some(m) = filter.mac {
-            add(
-                "uuid IN (SELECT node_uuid FROM node_macs WHERE mac =",
-                m.to_string(),
-                &mut args,
-            );
-            sql.push(')');
+            let p = arg(&mut args, Arg::Text(m.to_string()));
+            sql.push_str(&format!(
+                " AND uuid IN (SELECT node_uuid FROM node_macs WHERE mac = {p})"
+            ));
         }
-        sql.push_str(" ORDER BY created_at, uuid");
+        let (key, tie) = self.sort_exprs(paging.sort_key);
+        let (op, dir) = match paging.sort_dir {
+            SortDir::Asc => (">", "ASC"),
+            SortDir::Desc => ("<", "DESC"),
+        };
+        if let Some(marker) = &paging.marker {
+            // The marker's own values, bound: the page continues after them even if the
+            // marker node is deleted from now on.
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {key} AS k FROM nodes WHERE uuid = $1"
+            )))
+            .bind(marker.clone())
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::UnknownMarker(marker.clone()))?;
+            let value = match paging.sort_key {
+                SortKey::CreatedAt | SortKey::UpdatedAt => Arg::Int(row.try_get("k")?),
+                SortKey::Uuid | SortKey::Name => Arg::Text(row.try_get("k")?),
+            };
+            let v = arg(&mut args, value);
+            match tie {
+                Some(tie) => {
+                    let u = arg(&mut args, Arg::Text(marker.clone()));
+                    sql.push_str(&format!(" AND ({key}, {tie}) {op} ({v}, {u})"));
+                }
+                None => sql.push_str(&format!(" AND {key} {op} {v}")),
+            }
+        }
+        sql.push_str(&format!(" ORDER BY {key} {dir}"));
+        if let Some(tie) = tie {
+            sql.push_str(&format!(", {tie} {dir}"));
+        }
+        if let Some(limit) = paging.limit {
+            let more = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+            let p = arg(&mut args, Arg::Int(more));
+            sql.push_str(&format!(" LIMIT {p}"));
+        }
         // Only static fragments and $n placeholders went into `sql`; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for a in &args {
-            query = query.bind(a.clone());
+        for a in args {
+            query = match a {
+                Arg::Text(t) => query.bind(t),
+                Arg::Int(i) => query.bind(i),
+            };
         }
-        let rows = query.fetch_all(&self.pool).await?;
-        let mut nodes: Vec<Node> = rows.iter().map(node_from_row).collect::<Result<_, _>>()?;
-        let mut macs: HashMap<String, Vec<Mac>> = HashMap::new();
-        for r in sqlx::query("SELECT node_uuid, mac FROM node_macs ORDER BY mac")
-            .fetch_all(&self.pool)
-            .await?
-        {
+        let mut rows = query.fetch_all(&mut *conn).await?;
+        let next_marker = match paging.limit {
+            Some(limit) if rows.len() > limit => {
+                rows.truncate(limit);
+                let last = rows.last().map(|r| r.try_get::<String, _>("uuid"));
+                match last {
+                    Some(Ok(uuid)) => Some(uuid),
+                    Some(Err(e)) => return Err(corrupt("<unreadable>", "uuid", e)),
+                    // A limit of 0 reads nothing and can never get further.
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        let mut nodes = Vec::with_capacity(rows.len());
+        let mut bad = Vec::new();
+        for row in &rows {
+            match node_from_row(row) {
+                Ok(node) => nodes.push(node),
+                Err(e @ StoreError::Corrupt { .. }) => bad.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut macs = self.macs_of(conn, filter, paging, &nodes).await?;
+        nodes.retain_mut(|node| match macs.remove(&node.uuid.to_string()) {
+            Some(Ok(m)) => {
+                node.macs = m;
+                true
+            }
+            Some(Err(e)) => {
+                bad.push(e);
+                false
+            }
+            None => true,
+        });
+        Ok(Listed {
+            nodes,
+            bad,
+            next_marker,
+        })
+    }
+
+    /// The MACs of listed nodes, by node uuid: all MACs in one query for a listing of
+    /// everything, else those of the listed nodes. A MAC that does not parse makes its node
+    /// corrupt.
+    async fn macs_of(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        filter: &NodeFilter,
+        paging: &Paging,
+        nodes: &[Node],
+    ) -> Result<HashMap<String, Result<Vec<Mac>, StoreError>>, StoreError> {
+        let everything = paging.limit.is_none()
+            && paging.marker.is_none()
+            && filter.target.is_none()
+            && filter.state.is_none()
+            && filter.mac.is_none()
+            && filter.name.is_none();
+        let mut rows = Vec::new();
+        if everything {
+            rows = sqlx::query("SELECT node_uuid, mac FROM node_macs ORDER BY mac")
+                .fetch_all(&mut *conn)
+                .await?;
+        } else {
+            // Bounded by the parameter limits of both databases (SQLite: 32766).
+            for chunk in nodes.chunks(500) {
+                let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "SELECT node_uuid, mac FROM node_macs WHERE node_uuid IN ({}) ORDER BY mac",
+                    list.join(", ")
+                );
+                // Only $n placeholders went into `sql`.
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for node in chunk {
+                    query = query.bind(node.uuid.to_string());
+                }
+                rows.extend(query.fetch_all(&mut *conn).await?);
+            }
+        }
+        let mut macs: HashMap<String, Result<Vec<Mac>, StoreError>> = HashMap::new();
+        for r in rows {
             let owner: String = r.try_get("node_uuid")?;
-            let mac = parse_mac(&owner, &r)?;
-            macs.entry(owner).or_default().push(mac);
+            let mac = parse_mac(&owner, &r);
+            let entry = macs.entry(owner).or_insert_with(|| Ok(Vec::new()));
+            match (entry.as_mut(), mac) {
+                (Ok(list), Ok(mac)) => list.push(mac),
+                (Ok(_), Err(e)) => *entry = Err(e),
+                (Err(_), _) => {}
+            }
         }
-        for node in &mut nodes {
-            node.macs = macs.remove(&node.uuid.to_string()).unwrap_or_default();
+        Ok(macs)
+    }
+
+    /// Records what a listing found: corrupt rows are remembered (and logged as errors the
+    /// first time, as warnings after), readable ones forgotten.
+    fn note(&self, listed: &Listed) {
+        self.note_good(listed.nodes.iter());
+        for bad in &listed.bad {
+            self.note_bad(bad);
         }
-        Ok(nodes)
+    }
+
+    fn note_bad(&self, e: &StoreError) {
+        let StoreError::Corrupt {
+            uuid,
+            column,
+            detail,
+        } = e
+        else {
+            return;
+        };
+        let first = self
+            .corrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(uuid.clone(), format!("{column}: {detail}"))
+            .is_none();
+        if first {
+            tracing::error!(node = %uuid, column = %column, "stored node record is corrupt; the node is skipped: {detail}");
+        } else {
+            tracing::warn!(node = %uuid, column = %column, "skipping the corrupt stored node record: {detail}");
+        }
+    }
+
+    fn note_good<'a>(&self, nodes: impl Iterator<Item = &'a Node>) {
+        let mut corrupt = self.corrupt.lock().unwrap_or_else(PoisonError::into_inner);
+        if corrupt.is_empty() {
+            return;
+        }
+        for node in nodes {
+            if corrupt.remove(&node.uuid.to_string()).is_some() {
+                tracing::info!(node = %node.uuid, "the stored node record is readable again");
+            }
+        }
+    }
+
+    /// The uuids of stored node records that cannot be read (found at open, by listings and
+    /// by reads; forgotten once read successfully or deleted), with what is wrong.
+    pub fn corrupt_nodes(&self) -> Vec<(String, String)> {
+        self.corrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(u, d)| (u.clone(), d.clone()))
+            .collect()
     }
 
     /// Writes a changed node (every field but uuid and created_at), if nobody changed it
     /// since it was read (`node.version`). Returns the stored node.
     pub async fn update_node(&self, node: &Node) -> Result<Node, StoreError> {
         let _writing = self.write_guard().await;
+        self.check_file()?;
         let mut tx = self.write_tx().await?;
         check_unique(&mut tx, node.uuid, node.name.as_deref(), &node.macs).await?;
         let done = sqlx::query(
@@ -486,6 +1070,7 @@ impl Store {
     /// Deletes a node and its MACs.
     pub async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError> {
         let _writing = self.write_guard().await;
+        self.check_file()?;
         let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM node_macs WHERE node_uuid = $1")
             .bind(uuid.to_string())
@@ -502,6 +1087,10 @@ impl Store {
         if let Some(index) = &self.index {
             index.remove(uuid);
         }
+        self.corrupt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&uuid.to_string());
         Ok(())
     }
 
@@ -511,18 +1100,28 @@ impl Store {
         if let Some(index) = &self.index {
             return Ok(index.get(mac));
         }
+        let mut conn = self.conn().await?;
         let row = sqlx::query(
             "SELECT n.uuid, n.name, n.target, n.prepared FROM node_macs m JOIN nodes n ON n.uuid = m.node_uuid WHERE m.mac = $1",
         )
         .bind(mac.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
-        row.map(|r| boot_record(&r).map(Arc::new)).transpose()
+        match row.map(|r| boot_record(&r)).transpose() {
+            Ok(record) => Ok(record.map(Arc::new)),
+            Err(e) => {
+                self.note_bad(&e);
+                Err(e)
+            }
+        }
     }
 
-    /// Checks that the database answers (for `/healthz`).
+    /// Checks that the database answers and, with SQLite, that its file is still the one
+    /// opened (for `/healthz`).
     pub async fn health(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        self.check_file()?;
+        let mut conn = self.conn().await?;
+        sqlx::query("SELECT 1").fetch_one(&mut *conn).await?;
         Ok(())
     }
 
@@ -557,7 +1156,7 @@ impl Store {
 }
 
 async fn check_unique(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut sqlx::Transaction<'_, Any>,
     uuid: Uuid,
     name: Option<&str>,
     macs: &[Mac],
@@ -590,7 +1189,7 @@ async fn check_unique(
 }
 
 async fn insert_macs(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut sqlx::Transaction<'_, Any>,
     uuid: Uuid,
     macs: &[Mac],
 ) -> Result<(), StoreError> {
@@ -625,64 +1224,91 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("node documents serialize")
 }
 
-fn corrupt(uuid: &str, detail: impl std::fmt::Display) -> StoreError {
+fn corrupt(uuid: &str, column: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         uuid: uuid.to_string(),
+        column: column.to_string(),
         detail: detail.to_string(),
     }
 }
 
+/// A column of a row: a value that does not decode makes the row corrupt; a column that is
+/// not there at all is the schema's problem, a database error.
+fn column<'r, T>(row: &'r AnyRow, uuid: &str, name: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    labelled(row, uuid, name, name)
+}
+
+/// [`column`], naming the column `label` when the row is corrupt.
+fn labelled<'r, T>(row: &'r AnyRow, uuid: &str, name: &str, label: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    row.try_get(name).map_err(|e| match e {
+        sqlx::Error::ColumnDecode { .. } => corrupt(uuid, label, e),
+        other => other.into(),
+    })
+}
+
 fn parse_mac(owner: &str, row: &AnyRow) -> Result<Mac, StoreError> {
-    let text: String = row.try_get("mac")?;
-    Mac::parse(&text).map_err(|e| corrupt(owner, e))
+    let text: String = labelled(row, owner, "mac", "node_macs.mac")?;
+    Mac::parse(&text).map_err(|e| corrupt(owner, "node_macs.mac", e))
 }
 
 fn parse_field<T: FromStr<Err = String>>(
     uuid: &str,
     row: &AnyRow,
-    column: &str,
+    name: &str,
 ) -> Result<T, StoreError> {
-    let text: String = row.try_get(column)?;
-    text.parse()
-        .map_err(|e| corrupt(uuid, format!("{column}: {e}")))
+    let text: String = column(row, uuid, name)?;
+    text.parse().map_err(|e| corrupt(uuid, name, e))
 }
 
 fn json_field<T: serde::de::DeserializeOwned>(
     uuid: &str,
     row: &AnyRow,
-    column: &str,
+    name: &str,
 ) -> Result<Option<T>, StoreError> {
-    let text: Option<String> = row.try_get(column)?;
-    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(uuid, format!("{column}: {e}"))))
+    let text: Option<String> = column(row, uuid, name)?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(uuid, name, e)))
         .transpose()
 }
 
+/// The uuid of a row, as text and parsed.
+fn row_uuid(row: &AnyRow) -> Result<(String, Uuid), StoreError> {
+    let text: String = column(row, "<unreadable>", "uuid")?;
+    let uuid = Uuid::try_parse(&text).map_err(|e| corrupt(&text, "uuid", e))?;
+    Ok((text, uuid))
+}
+
 fn node_from_row(row: &AnyRow) -> Result<Node, StoreError> {
-    let uuid_text: String = row.try_get("uuid")?;
-    let u = uuid_text.as_str();
+    let (text, uuid) = row_uuid(row)?;
+    let u = text.as_str();
     Ok(Node {
-        uuid: Uuid::try_parse(u).map_err(|e| corrupt(u, e))?,
-        name: row.try_get("name")?,
+        uuid,
+        name: column(row, u, "name")?,
         macs: Vec::new(),
         boot_mode: parse_field(u, row, "boot_mode")?,
         driver_info: json_field(u, row, "driver_info")?.unwrap_or_default(),
         instance_info: json_field(u, row, "instance_info")?.unwrap_or_default(),
         target: parse_field(u, row, "target")?,
         state: parse_field(u, row, "state")?,
-        last_error: row.try_get("last_error")?,
+        last_error: column(row, u, "last_error")?,
         prepared: json_field(u, row, "prepared")?,
-        created_at: rfc3339(row.try_get("created_at")?),
-        updated_at: rfc3339(row.try_get("updated_at")?),
-        version: row.try_get("version")?,
+        created_at: rfc3339(column(row, u, "created_at")?),
+        updated_at: rfc3339(column(row, u, "updated_at")?),
+        version: column(row, u, "version")?,
     })
 }
 
 fn boot_record(row: &AnyRow) -> Result<BootRecord, StoreError> {
-    let uuid_text: String = row.try_get("uuid")?;
-    let u = uuid_text.as_str();
+    let (text, uuid) = row_uuid(row)?;
+    let u = text.as_str();
     Ok(BootRecord {
-        uuid: Uuid::try_parse(u).map_err(|e| corrupt(u, e))?,
-        name: row.try_get("name")?,
+        uuid,
+        name: column(row, u, "name")?,
         target: parse_field(u, row, "target")?,
         prepared: json_field(u, row, "prepared")?,
     })

@@ -79,6 +79,53 @@ impl ApiClient {
         })
     }
 
+    /// Every item of a paged listing (`{"nodes": [...], "next": "<url>"}` as Ironic pages):
+    /// follows `next` until a page has none. The next page is requested from this client's
+    /// own base URL with the query of `next`, so the token goes nowhere else whatever host
+    /// the link names.
+    pub async fn list_all(
+        &self,
+        path: &str,
+        mut query: Vec<(&str, String)>,
+    ) -> Result<Vec<Value>, CliError> {
+        let key = path.rsplit('/').next().unwrap_or(path).to_string();
+        let mut items = Vec::new();
+        let mut markers = std::collections::HashSet::new();
+        let mut next_query: Vec<(String, String)>;
+        loop {
+            let mut page = self.json(Method::GET, path, &query, None).await?;
+            match page.get_mut(&key).map(Value::take) {
+                Some(Value::Array(a)) => items.extend(a),
+                _ => {
+                    return Err(CliError::Runtime(format!(
+                        "the API answered GET {path} without a {key:?} list"
+                    )));
+                }
+            }
+            let Some(next) = page.get("next").and_then(Value::as_str) else {
+                return Ok(items);
+            };
+            let base = url::Url::parse("http://ironboot.invalid/").expect("a valid URL");
+            let link = base.join(next).map_err(|e| {
+                CliError::Runtime(format!("the API sent an invalid next link {next:?}: {e}"))
+            })?;
+            next_query = link.query_pairs().into_owned().collect();
+            let marker = next_query
+                .iter()
+                .find(|(k, _)| k == "marker")
+                .map(|(_, v)| v.clone());
+            if !marker.is_some_and(|m| markers.insert(m)) {
+                return Err(CliError::Runtime(format!(
+                    "the API sent a next link without a new marker: {next}"
+                )));
+            }
+            query = next_query
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+        }
+    }
+
     pub async fn json(
         &self,
         method: Method,

@@ -65,7 +65,7 @@ struct NodeFieldArgs {
 enum NodeCommand {
     /// Register a node.
     Create(NodeFieldArgs),
-    /// List nodes.
+    /// List nodes (every page: the API's `next` links are followed).
     List {
         #[arg(long)]
         target: Option<String>,
@@ -286,24 +286,21 @@ pub(super) fn run(args: NodeArgs, out: &mut dyn Write) -> Result<(), CliError> {
                         q.push((k, v.clone()));
                     }
                 }
-                let list = client.json(Method::GET, "/v1/nodes", &q, None).await?;
+                let nodes = client.list_all("/v1/nodes", q).await?;
                 if args.json {
+                    let list = json!({ "nodes": nodes });
                     return writeln!(out, "{}", serde_json::to_string_pretty(&list).unwrap())
                         .map_err(io);
                 }
-                let rows: Vec<Vec<String>> = list["nodes"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|n| {
-                                ["uuid", "name", "macs", "boot_mode", "target", "state"]
-                                    .iter()
-                                    .map(|f| text(&n[*f]))
-                                    .collect()
-                            })
+                let rows: Vec<Vec<String>> = nodes
+                    .iter()
+                    .map(|n| {
+                        ["uuid", "name", "macs", "boot_mode", "target", "state"]
+                            .iter()
+                            .map(|f| text(&n[*f]))
                             .collect()
                     })
-                    .unwrap_or_default();
+                    .collect();
                 table(
                     out,
                     &["UUID", "NAME", "MACS", "MODE", "TARGET", "STATE"],

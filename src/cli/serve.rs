@@ -69,6 +69,7 @@ pub async fn build_service(
         fallback_file(settings).map(|(_, path)| path),
         Limits {
             max_document_size: o.api.max_document_size as usize,
+            max_limit: o.api.max_limit as usize,
         },
     )))
 }

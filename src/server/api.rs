@@ -4,7 +4,7 @@
 //! | method and path | what |
 //! |---|---|
 //! | `POST /v1/nodes` | create a node |
-//! | `GET /v1/nodes?target=&state=&mac=&name=` | list nodes |
+//! | `GET /v1/nodes?target=&state=&mac=&name=&limit=&marker=&sort_key=&sort_dir=` | list nodes, a page at a time (`next` links the next page) |
 //! | `GET /v1/nodes/{node}` | a node by UUID or name |
 //! | `PATCH /v1/nodes/{node}` | JSON merge patch (RFC 7396) of name, macs, boot_mode, driver_info, instance_info |
 //! | `DELETE /v1/nodes/{node}` | delete a node and its mirror files |
@@ -18,7 +18,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,7 +27,7 @@ use super::App;
 use super::error::{ApiError, parse_json};
 use crate::code::ErrorCode;
 use crate::node::{FieldError, Mac, Node, Target};
-use crate::store::NodeFilter;
+use crate::store::{NodeFilter, Paging};
 
 fn parse_enum<T: std::str::FromStr<Err = String>>(field: &str, text: &str) -> Result<T, ApiError> {
     text.parse()
@@ -59,6 +59,10 @@ pub(super) async fn create_node(
         .into_response())
 }
 
+/// Filters and Ironic's paging parameters. `limit` defaults to, and may not exceed,
+/// `[api] max_limit`; `marker` is the uuid of the last node of the previous page;
+/// `sort_key` is `created_at` (default), `updated_at`, `uuid` or `name`; `sort_dir` is
+/// `asc` (default) or `desc`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
@@ -66,13 +70,83 @@ pub(super) struct ListQuery {
     state: Option<String>,
     mac: Option<String>,
     name: Option<String>,
+    limit: Option<String>,
+    marker: Option<String>,
+    sort_key: Option<String>,
+    sort_dir: Option<String>,
+}
+
+fn invalid_query(field: &str, message: String) -> ApiError {
+    ApiError::new(ErrorCode::InvalidQuery, format!("{field}: {message}")).field(field)
+}
+
+fn parse_query<T: std::str::FromStr<Err = String>>(
+    field: &str,
+    text: Option<&str>,
+) -> Result<Option<T>, ApiError> {
+    text.map(|t| t.parse().map_err(|e| invalid_query(field, e)))
+        .transpose()
+}
+
+/// The link to the next page, as Ironic writes it: the same query with `limit` and
+/// `marker`, as a full URL on the host the client addressed (a relative one when the
+/// request named no usable host).
+fn next_link(headers: &HeaderMap, q: &ListQuery, limit: usize, marker: &str) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in [
+        ("target", &q.target),
+        ("state", &q.state),
+        ("mac", &q.mac),
+        ("name", &q.name),
+        ("sort_key", &q.sort_key),
+        ("sort_dir", &q.sort_dir),
+    ] {
+        if let Some(v) = value {
+            query.append_pair(key, v);
+        }
+    }
+    query.append_pair("limit", &limit.to_string());
+    query.append_pair("marker", marker);
+    let path_and_query = format!("/v1/nodes?{}", query.finish());
+    let base = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|host| url::Url::parse(&format!("http://{host}/")).ok())
+        .filter(|u| {
+            u.host_str().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.path() == "/"
+                && u.query().is_none()
+                && u.fragment().is_none()
+        });
+    match base.and_then(|b| b.join(&path_and_query).ok()) {
+        Some(url) => url.to_string(),
+        None => path_and_query,
+    }
 }
 
 pub(super) async fn list_nodes(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
+    let limit = q
+        .limit
+        .as_deref()
+        .map(|l| {
+            l.parse::<usize>().map_err(|_| {
+                invalid_query("limit", format!("{l:?} is not a whole number of nodes"))
+            })
+        })
+        .transpose()?;
+    let paging = Paging {
+        limit,
+        marker: q.marker.clone(),
+        sort_key: parse_query("sort_key", q.sort_key.as_deref())?.unwrap_or_default(),
+        sort_dir: parse_query("sort_dir", q.sort_dir.as_deref())?.unwrap_or_default(),
+    };
     let filter = NodeFilter {
         target: q
             .target
@@ -85,10 +159,14 @@ pub(super) async fn list_nodes(
             .map(|s| parse_enum("state", s))
             .transpose()?,
         mac: q.mac.as_deref().map(parse_mac).transpose()?,
-        name: q.name,
+        name: q.name.clone(),
     };
-    let nodes = app.service.list_nodes(&filter).await?;
-    Ok(Json(json!({ "nodes": nodes })))
+    let page = app.service.list_nodes(&filter, &paging).await?;
+    let mut body = json!({ "nodes": page.nodes });
+    if let (Some(marker), Some(limit)) = (&page.next_marker, page.limit) {
+        body["next"] = json!(next_link(&headers, &q, limit, marker));
+    }
+    Ok(Json(body))
 }
 
 pub(super) async fn get_node(

@@ -221,7 +221,11 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     };
     let body = json!({
         "status": if health.healthy { "ok" } else { "unhealthy" },
-        "checks": { "database": health.database, "tasks": health.tasks },
+        "checks": {
+            "database": health.database,
+            "corrupt_nodes": health.corrupt_nodes,
+            "tasks": health.tasks,
+        },
     });
     (status, axum::Json(body)).into_response()
 }

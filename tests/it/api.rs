@@ -29,6 +29,7 @@ on_both_databases!(
     boot_targets_and_scripts,
     failed_preparation_records_last_error_and_keeps_the_previous_target,
     static_mirror_follows_the_nodes,
+    regression_node_list_is_unpaged,
 );
 
 fn http_node(mac: &str) -> Value {
@@ -677,4 +678,222 @@ async fn shutdown_is_graceful_for_requests_in_flight() {
         "the request in flight is answered: {response}"
     );
     stopping.await.unwrap();
+}
+
+/// Follows a listing's `next` links from `first` to the end; returns the pages. Checks that
+/// every `next` is a full link to this server with `limit` and the page's last uuid as
+/// `marker`.
+async fn all_pages(s: &TestServer, first: &str) -> Vec<Vec<Value>> {
+    let mut path = first.to_string();
+    let mut pages = Vec::new();
+    loop {
+        let (st, body) = s.call(Method::GET, &path, None).await;
+        assert_eq!(st, StatusCode::OK, "{path}: {body}");
+        let nodes = body["nodes"].as_array().unwrap().clone();
+        let Some(next) = body.get("next") else {
+            pages.push(nodes);
+            return pages;
+        };
+        let next = url::Url::parse(next.as_str().unwrap()).expect("next is a full URL");
+        assert_eq!(&next[..url::Position::BeforePath], s.api, "{next}");
+        assert_eq!(next.path(), "/v1/nodes");
+        let query: std::collections::HashMap<String, String> =
+            next.query_pairs().into_owned().collect();
+        assert_eq!(
+            Some(&query["marker"]),
+            nodes.last().unwrap()["uuid"]
+                .as_str()
+                .map(str::to_string)
+                .as_ref(),
+            "{next}"
+        );
+        assert!(query.contains_key("limit"), "{next}");
+        path = format!("/v1/nodes?{}", next.query().unwrap());
+        pages.push(nodes);
+        assert!(pages.len() < 100, "no end to the pages");
+    }
+}
+
+/// The value a listing is sorted by, as the API shows it (RFC 3339 times of one width sort
+/// as text; a node without a name sorts as the empty name).
+fn sort_value(node: &Value, key: &str) -> String {
+    node[key].as_str().unwrap_or_default().to_string()
+}
+
+/// Regression: `GET /v1/nodes` answered every node in one response, however many there
+/// were. It pages now as Ironic's API does (`limit`, `marker`, `sort_key`, `sort_dir`, a
+/// `next` link), with keyset conditions in SQL.
+async fn regression_node_list_is_unpaged(db: Db) {
+    use ironboot::clock::Clock;
+    use ironboot::node::Target;
+    const TOTAL: usize = 2_537;
+    let s = TestServer::start(db, "").await;
+    let start = s.clock.now_ms();
+    // Names that byte order and a natural-language collation order differently, and
+    // nodes without a name.
+    let prefixes = ["a", "A", "a-", "a.", "a_", "a~", "Z", "z", "0", "B-x", "b"];
+    let mut uuids = Vec::with_capacity(TOTAL);
+    for (batch, first) in (0..TOTAL).step_by(50).enumerate() {
+        // batches share a creation time: ties are broken by uuid
+        s.clock.set_ms(start + 3 * batch as i64);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in first..TOTAL.min(first + 50) {
+            let service = s.service.clone();
+            let name = (i % 3 != 0).then(|| format!("{}{i}", prefixes[i % prefixes.len()]));
+            let body = json!({
+                "name": name,
+                "macs": [format!("52:54:00:00:{:02x}:{:02x}", i >> 8, i & 0xff)],
+            });
+            tasks.spawn(async move { service.create_node(&body).await.unwrap().uuid });
+        }
+        uuids.extend(tasks.join_all().await);
+    }
+    // updates move updated_at; some nodes boot locally, for a filter
+    let mut locals = 0;
+    for (batch, chunk) in uuids.chunks(40).enumerate() {
+        s.clock.set_ms(start + 100_000 + 7 * batch as i64);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, uuid) in chunk.iter().enumerate().filter(|(i, _)| i % 4 == 0) {
+            let (service, uuid) = (s.service.clone(), uuid.to_string());
+            let local = i == 0;
+            locals += usize::from(local);
+            tasks.spawn(async move {
+                if local {
+                    service.set_boot(&uuid, Target::Local).await.unwrap();
+                } else {
+                    service
+                        .update_node(&uuid, &json!({"driver_info": {"site": "r1"}}))
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        tasks.join_all().await;
+    }
+    let all: std::collections::HashSet<String> = uuids.iter().map(|u| u.to_string()).collect();
+    assert_eq!(all.len(), TOTAL);
+
+    for key in ["created_at", "updated_at", "uuid", "name"] {
+        for dir in ["asc", "desc"] {
+            let pages = all_pages(&s, &format!("/v1/nodes?sort_key={key}&sort_dir={dir}")).await;
+            let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+            assert_eq!(sizes, [1000, 1000, TOTAL - 2000], "{key} {dir}");
+            let nodes: Vec<&Value> = pages.iter().flatten().collect();
+            let seen: std::collections::HashSet<String> = nodes
+                .iter()
+                .map(|n| n["uuid"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(seen, all, "{key} {dir}: every node exactly once");
+            for pair in nodes.windows(2) {
+                let a = (sort_value(pair[0], key), sort_value(pair[0], "uuid"));
+                let b = (sort_value(pair[1], key), sort_value(pair[1], "uuid"));
+                match dir {
+                    "asc" => assert!(a < b, "{key} {dir}: {a:?} then {b:?}"),
+                    _ => assert!(a > b, "{key} {dir}: {a:?} then {b:?}"),
+                }
+            }
+        }
+    }
+    // the defaults: created_at, ascending, pages of [api] max_limit
+    let pages = all_pages(&s, "/v1/nodes").await;
+    let by_default: Vec<&Value> = pages.iter().flatten().collect();
+    let explicit = all_pages(&s, "/v1/nodes?sort_key=created_at&sort_dir=asc&limit=1000").await;
+    assert_eq!(by_default, explicit.iter().flatten().collect::<Vec<_>>());
+    assert_eq!(pages.len(), 3);
+
+    // filters keep working across pages, and the next links keep them
+    let (_, first) = s
+        .call(
+            Method::GET,
+            "/v1/nodes?target=local&sort_key=name&sort_dir=desc&limit=7",
+            None,
+        )
+        .await;
+    let next = first["next"].as_str().unwrap();
+    assert!(
+        next.contains("target=local")
+            && next.contains("sort_key=name")
+            && next.contains("sort_dir=desc")
+            && next.contains("limit=7"),
+        "{next}"
+    );
+    let pages = all_pages(
+        &s,
+        "/v1/nodes?target=local&sort_key=name&sort_dir=desc&limit=7",
+    )
+    .await;
+    assert_eq!(pages.len(), locals.div_ceil(7));
+    let local: Vec<&Value> = pages.iter().flatten().collect();
+    assert_eq!(local.len(), locals);
+    assert!(local.iter().all(|n| n["target"] == "local"));
+    // a page that ends exactly at the last node has no next
+    let (_, exact) = s
+        .call(
+            Method::GET,
+            &format!("/v1/nodes?target=local&limit={locals}"),
+            None,
+        )
+        .await;
+    assert_eq!(exact["nodes"].as_array().unwrap().len(), locals);
+    assert_eq!(exact.get("next"), None, "{exact}");
+
+    // bad paging parameters
+    for (query, field) in [
+        (format!("marker={}", uuid::Uuid::new_v4()), "marker"),
+        ("marker=not-a-node".to_string(), "marker"),
+        ("limit=0".to_string(), "limit"),
+        ("limit=1001".to_string(), "limit"),
+        ("limit=-1".to_string(), "limit"),
+        ("limit=ten".to_string(), "limit"),
+        ("sort_key=state".to_string(), "sort_key"),
+        ("sort_dir=up".to_string(), "sort_dir"),
+    ] {
+        let r = s
+            .call(Method::GET, &format!("/v1/nodes?{query}"), None)
+            .await;
+        let m = assert_error(&r, StatusCode::BAD_REQUEST, "invalid_query", Some(field));
+        assert!(m.starts_with(&format!("{field}: ")), "{query}: {m}");
+    }
+
+    // `ironboot node list` follows the pages, for tables and JSON
+    let api = s.api.clone();
+    let cli = move |args: &[&str]| {
+        let mut cmd = std::process::Command::new(crate::support::ironboot_bin());
+        cmd.env_remove("IRONBOOT_CONFIG")
+            .env_remove("IRONBOOT_TOKEN_FILE")
+            .args(["node", "--url", &api])
+            .args(args);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (json_out, table, local_table) = tokio::task::spawn_blocking(move || {
+        (
+            cli(&["list", "--json"]),
+            cli(&["list"]),
+            cli(&["list", "--target", "local"]),
+        )
+    })
+    .await
+    .unwrap();
+    let listed: Value = serde_json::from_str(&json_out).unwrap();
+    let listed: Vec<&str> = listed["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["uuid"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = by_default
+        .iter()
+        .map(|n| n["uuid"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, expected);
+    assert_eq!(table.lines().count(), TOTAL + 1);
+    assert!(table.starts_with("UUID"));
+    assert_eq!(local_table.lines().count(), locals + 1);
+    s.stop().await;
 }

@@ -11,6 +11,7 @@ mod api;
 mod cli;
 mod conductor;
 mod hardening;
+mod hostile;
 mod script_fuzz;
 mod store;
 mod swift_boot;
