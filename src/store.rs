@@ -1313,3 +1313,48 @@ fn boot_record(row: &AnyRow) -> Result<BootRecord, StoreError> {
         prepared: json_field(u, row, "prepared")?,
     })
 }
+
+#[cfg(test)]
+mod poison_tests {
+    use super::*;
+
+    /// Regression: a panic while the index lock was held poisoned it, and every later boot
+    /// request panicked on `expect`. The maps are replaced entry by entry, so a poisoned lock
+    /// is used as it is.
+    #[tokio::test]
+    async fn regression_a_poisoned_index_lock_panics_every_boot_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &DatabaseUrl::Sqlite(dir.path().join("db.sqlite")),
+            2,
+            Arc::new(crate::clock::SystemClock),
+        )
+        .await
+        .unwrap();
+        let mac = Mac::parse("52:54:00:aa:bb:cc").unwrap();
+        let node = store
+            .create_node(NewNode {
+                name: None,
+                macs: vec![mac],
+                boot_mode: BootMode::Bios,
+                driver_info: DriverInfo::default(),
+                instance_info: InstanceInfo::default(),
+            })
+            .await
+            .unwrap();
+        let index = store.index.clone().unwrap();
+        let poisoner = std::thread::spawn(move || {
+            let _guard = index.maps.write().unwrap();
+            panic!("a panic while the index lock is held");
+        });
+        assert!(poisoner.join().is_err());
+        assert!(store.index.as_ref().unwrap().maps.is_poisoned());
+        assert_eq!(
+            store.boot_record(&mac).await.unwrap().unwrap().uuid,
+            node.uuid
+        );
+        store.delete_node(node.uuid).await.unwrap();
+        assert!(store.boot_record(&mac).await.unwrap().is_none());
+        store.close().await;
+    }
+}
