@@ -17,10 +17,11 @@
 #   glance-start   real Keystone (v3, SQLite, tokens live KEYSTONE_AIO_TOKEN_EXPIRATION
 #                  seconds) and three real Glances with auth_strategy = keystone:
 #                  two store in the Swift of swift-start (seed 0 -> container glance,
-#                  seed 3 -> glance3_<3 chars of the id>; above 1 MB in 1 MB segments),
-#                  one in a local directory; the seed-0 one is the catalog's image
-#                  endpoint             scripts/keystone-aio.sh start, scripts/glance-aio.sh
-#                  start, scripts/keystone-aio.sh catalog
+#                  seed 3 -> glance3_<3 chars of the id>; from 1 MB = 1,024,000 bytes
+#                  on, a manifest plus 1 MB segments), one in a local directory; the
+#                  seed-0 one is the catalog's image endpoint
+#                          scripts/keystone-aio.sh start, scripts/glance-aio.sh start,
+#                          scripts/keystone-aio.sh catalog
 #   fmt            cargo fmt --all -- --check
 #   clippy         cargo clippy --all-targets -- -D warnings
 #   test           cargo test --all-targets        (needs swift-start and pg-start; runs
