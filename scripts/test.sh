@@ -11,9 +11,21 @@
 #                  it already has them)                      scripts/swift-aio.sh install
 #   swift-start    real Swift all-in-one on 127.0.0.1            scripts/swift-aio.sh start
 #   pg-start       throwaway PostgreSQL on 127.0.0.1          scripts/postgres-aio.sh start
+#   glance-install one venv with keystone 30.0.0 and glance 32.0.0 + glance_store 4.10.0,
+#                  pinned (reused when it has them)    scripts/keystone-aio.sh install,
+#                                                      scripts/glance-aio.sh install
+#   glance-start   real Keystone (v3, SQLite, tokens live KEYSTONE_AIO_TOKEN_EXPIRATION
+#                  seconds) and three real Glances with auth_strategy = keystone:
+#                  two store in the Swift of swift-start (seed 0 -> container glance,
+#                  seed 3 -> glance3_<3 chars of the id>; from 1 MB = 1,024,000 bytes
+#                  on, a manifest plus 1 MB segments), one in a local directory; the
+#                  seed-0 one is the catalog's image endpoint
+#                          scripts/keystone-aio.sh start, scripts/glance-aio.sh start,
+#                          scripts/keystone-aio.sh catalog
 #   fmt            cargo fmt --all -- --check
 #   clippy         cargo clippy --all-targets -- -D warnings
-#   test           cargo test --all-targets        (needs swift-start and pg-start)
+#   test           cargo test --all-targets        (needs swift-start and pg-start; runs
+#                  when glance-start failed, whose tests then fail)
 #   e2e            scripts/e2e-ipxe.sh           (needs swift-start and pg-start);
 #                  missing or not executable: NOT RUN, a failure
 # Every service it started is stopped again, by PID, on exit, failure, Ctrl-C or
@@ -26,15 +38,31 @@
 #   SWIFT_AIO_INFO_ADMIN_KEY
 #   ST_AUTH ST_USER ST_KEY PGAIO_DIR IRONBOOT_TEST_PG_URL IRONBOOT_TEST_PYTHON
 #   IRONBOOT_TEST_DIR
+#   KEYSTONE_AIO_DIR GLANCE_AIO_DIR (logs in */log)
+#   IRONBOOT_TEST_KEYSTONE_URL (no /v3) _REGION _DOMAIN _TOKEN_EXPIRATION
+#   IRONBOOT_TEST_KEYSTONE_USER _PASSWORD _PROJECT _ROLES    (ironboot@service, member)
+#   IRONBOOT_TEST_KEYSTONE_DEMO_USER _DEMO_PASSWORD _DEMO_PROJECT      (demo@demo, member)
+#   IRONBOOT_TEST_KEYSTONE_ADMIN_USER _ADMIN_PASSWORD _ADMIN_PROJECT  (admin@admin, admin)
+#   IRONBOOT_TEST_GLANCE_URL IRONBOOT_TEST_GLANCE_CONTAINER IRONBOOT_TEST_GLANCE_SEED (0)
+#   IRONBOOT_TEST_GLANCE3_URL IRONBOOT_TEST_GLANCE3_CONTAINER IRONBOOT_TEST_GLANCE3_SEED (3)
+#   IRONBOOT_TEST_GLANCE_FILE_URL IRONBOOT_TEST_GLANCE_SWIFT_ACCOUNT
+#   IRONBOOT_TEST_GLANCE_LARGE_OBJECT_MB IRONBOOT_TEST_GLANCE_CHUNK_MB
+#   (and KEYSTONE_AIO_GLANCE_USER/_PASSWORD/_PROJECT: Glance's own service user)
 #
 # Knobs:
-#   IRONBOOT_TEST_DIR (/tmp/ironboot-test)  venv/, swift/, pg/, logs/ live here
+#   IRONBOOT_TEST_DIR (/tmp/ironboot-test)  venv/, swift/, pg/, openstack-venv/,
+#                              keystone/, glance/, logs/ live here
 #   IRONBOOT_TEST_SKIP_APT=1   never call apt-get (also passed on to the service scripts)
 #   IRONBOOT_TEST_SKIP_E2E=1   do not run scripts/e2e-ipxe.sh (the only way to skip it)
 #   IRONBOOT_TEST_TIMEOUT (1380)  overall budget in seconds; a phase still running
 #                              then is killed and counts as failed
 #   SWIFT_AIO_VENV             use this venv instead of $IRONBOOT_TEST_DIR/venv
 #   SWIFT_AIO_PROXY_PORT, PGAIO_PORT  fixed ports (default: first free from 28080 / 25432)
+#   KEYSTONE_AIO_PORT, GLANCE_AIO_PORT fixed ports (default: first free from 25357 /
+#                              29300; the Glances use GLANCE_AIO_PORT..+2)
+#   KEYSTONE_AIO_TOKEN_EXPIRATION (60)  Keystone token lifetime in seconds
+#   KEYSTONE_AIO_VENV, GLANCE_AIO_VENV  use these venvs instead of
+#                              $IRONBOOT_TEST_DIR/openstack-venv (one venv for both)
 set -uo pipefail
 
 case "${1:-}" in
@@ -54,6 +82,11 @@ export IRONBOOT_TEST_DIR=$TD
 VENV=${SWIFT_AIO_VENV:-$TD/venv}
 SWIFT_DIR=$TD/swift
 PG_DIR=$TD/pg
+KEYSTONE_DIR=$TD/keystone
+GLANCE_DIR=$TD/glance
+export KEYSTONE_AIO_VENV=${KEYSTONE_AIO_VENV:-$TD/openstack-venv}
+export GLANCE_AIO_VENV=${GLANCE_AIO_VENV:-$TD/openstack-venv}
+export KEYSTONE_AIO_TOKEN_EXPIRATION=${KEYSTONE_AIO_TOKEN_EXPIRATION:-60}
 LOGS=$TD/logs
 # One run per IRONBOOT_TEST_DIR at a time (a second one would wipe the first one's
 # services).  Children never inherit fd 9 (run_cmd closes it), so services cannot
@@ -169,7 +202,25 @@ apt_phase() {
 }
 
 # ---------------------------------------------------------------- services
-SWIFT_STARTED=0 PG_STARTED=0
+SERVICE_VARS=(SWIFT_AIO_DIR SWIFT_AIO_VENV SWIFT_AIO_PROXY_URL SWIFT_AIO_AUTH_URL
+    SWIFT_AIO_STORAGE_URL SWIFT_AIO_USER SWIFT_AIO_KEY SWIFT_AIO_PROXY_LOG
+    ST_AUTH ST_USER ST_KEY PGAIO_DIR IRONBOOT_TEST_PG_URL IRONBOOT_TEST_PYTHON
+    IRONBOOT_TEST_DIR)
+GLANCE_VARS=(KEYSTONE_AIO_DIR GLANCE_AIO_DIR
+    IRONBOOT_TEST_KEYSTONE_URL IRONBOOT_TEST_KEYSTONE_REGION IRONBOOT_TEST_KEYSTONE_DOMAIN
+    IRONBOOT_TEST_KEYSTONE_TOKEN_EXPIRATION
+    IRONBOOT_TEST_KEYSTONE_USER IRONBOOT_TEST_KEYSTONE_PASSWORD IRONBOOT_TEST_KEYSTONE_PROJECT
+    IRONBOOT_TEST_KEYSTONE_ROLES
+    IRONBOOT_TEST_KEYSTONE_DEMO_USER IRONBOOT_TEST_KEYSTONE_DEMO_PASSWORD
+    IRONBOOT_TEST_KEYSTONE_DEMO_PROJECT
+    IRONBOOT_TEST_KEYSTONE_ADMIN_USER IRONBOOT_TEST_KEYSTONE_ADMIN_PASSWORD
+    IRONBOOT_TEST_KEYSTONE_ADMIN_PROJECT
+    IRONBOOT_TEST_GLANCE_URL IRONBOOT_TEST_GLANCE_CONTAINER IRONBOOT_TEST_GLANCE_SEED
+    IRONBOOT_TEST_GLANCE3_URL IRONBOOT_TEST_GLANCE3_CONTAINER IRONBOOT_TEST_GLANCE3_SEED
+    IRONBOOT_TEST_GLANCE_FILE_URL IRONBOOT_TEST_GLANCE_SWIFT_ACCOUNT
+    IRONBOOT_TEST_GLANCE_LARGE_OBJECT_MB IRONBOOT_TEST_GLANCE_CHUNK_MB)
+
+SWIFT_STARTED=0 PG_STARTED=0 GLANCE_STARTED=0
 
 swift_start_phase() {
     local log=$LOGS/swift-start.log
@@ -200,7 +251,39 @@ pg_start_phase() {
     [ -n "${IRONBOOT_TEST_PG_URL:-}" ] || { say "IRONBOOT_TEST_PG_URL is not set after pg start" | tee -a "$log"; return 1; }
 }
 
+glance_install_phase() {
+    local log=$LOGS/glance-install.log
+    run_cmd "$log" scripts/keystone-aio.sh install "$KEYSTONE_DIR" || return 1
+    run_cmd "$log" scripts/glance-aio.sh install "$GLANCE_DIR" || return 1
+}
+
+glance_start_phase() {
+    local log=$LOGS/glance-start.log envtxt v
+    GLANCE_STARTED=1   # from here on cleanup stops whatever start records
+    # a previous run that was killed hard may have left its instances running
+    run_cmd "$log" scripts/glance-aio.sh stop "$GLANCE_DIR" || return 1
+    run_cmd "$log" scripts/keystone-aio.sh stop "$KEYSTONE_DIR" || return 1
+    run_cmd "$log" scripts/keystone-aio.sh start "$KEYSTONE_DIR" || return 1
+    envtxt=$(scripts/keystone-aio.sh env "$KEYSTONE_DIR") || return 1
+    eval "$envtxt" || return 1
+    # the Glances store in the Swift of swift-start (SWIFT_AIO_AUTH_URL/_USER/_KEY)
+    run_cmd "$log" scripts/glance-aio.sh start "$GLANCE_DIR" || return 1
+    envtxt=$(scripts/glance-aio.sh env "$GLANCE_DIR") || return 1
+    eval "$envtxt" || return 1
+    # one `image` service per region: the seed-0 Glance; the others are reached directly
+    run_cmd "$log" scripts/keystone-aio.sh catalog "$KEYSTONE_DIR" image glance \
+        "$IRONBOOT_TEST_GLANCE_URL" || return 1
+    for v in "${GLANCE_VARS[@]}"; do
+        [ -n "${!v:-}" ] || { say "$v is not set after glance start" | tee -a "$log"; return 1; }
+    done
+}
+
 stop_services() {
+    if [ "$GLANCE_STARTED" = 1 ]; then
+        scripts/glance-aio.sh stop "$GLANCE_DIR" || say "WARNING: stopping Glance failed"
+        scripts/keystone-aio.sh stop "$KEYSTONE_DIR" || say "WARNING: stopping Keystone failed"
+        GLANCE_STARTED=0
+    fi
     if [ "$PG_STARTED" = 1 ]; then
         scripts/postgres-aio.sh stop "$PG_DIR" || say "WARNING: stopping PostgreSQL failed"
         PG_STARTED=0
@@ -297,10 +380,20 @@ elif ! phase swift-start swift_start_phase; then
 elif phase pg-start pg_start_phase; then
     SERVICES_OK=1
     say "exported for the tests:"
-    for v in SWIFT_AIO_DIR SWIFT_AIO_VENV SWIFT_AIO_PROXY_URL SWIFT_AIO_AUTH_URL \
-             SWIFT_AIO_STORAGE_URL SWIFT_AIO_USER SWIFT_AIO_KEY SWIFT_AIO_PROXY_LOG \
-             ST_AUTH ST_USER ST_KEY PGAIO_DIR IRONBOOT_TEST_PG_URL IRONBOOT_TEST_PYTHON \
-             IRONBOOT_TEST_DIR; do
+    for v in "${SERVICE_VARS[@]}"; do
+        printf '  %s=%s\n' "$v" "${!v}"
+    done
+fi
+# Keystone and Glance: real phases; a failure fails the run (the Glance tests then fail
+# too), it is never a skip.
+if [ "$SERVICES_OK" != 1 ]; then
+    not_run glance-install "Swift or PostgreSQL did not start"
+    not_run glance-start "Swift or PostgreSQL did not start"
+elif ! phase glance-install glance_install_phase; then
+    not_run glance-start "glance-install failed"
+elif phase glance-start glance_start_phase; then
+    say "exported for the tests:"
+    for v in "${GLANCE_VARS[@]}"; do
         printf '  %s=%s\n' "$v" "${!v}"
     done
 fi

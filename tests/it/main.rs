@@ -10,6 +10,7 @@ mod support;
 mod api;
 mod cli;
 mod conductor;
+mod glance_services;
 mod hardening;
 mod hostile;
 mod script_fuzz;

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod glance;
 pub mod server;
 pub mod swift;
 
