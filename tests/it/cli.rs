@@ -1058,3 +1058,133 @@ fn regression_sigterm_waits_for_a_half_sent_request() {
     );
     drop(half);
 }
+
+/// Runs a copy of `scripts/test.sh` whose services, `cargo` and (optionally) e2e script are
+/// stand-ins that succeed at once, so only the script's own bookkeeping is under test.
+/// `e2e`: None = no e2e script, Some(false) = present but not executable, Some(true) = an
+/// executable one that passes. Returns the exit status and the output.
+fn run_test_sh_with_stand_ins(e2e: Option<bool>, skip_e2e: bool) -> (ExitStatus, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let scripts = root.path().join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    let real = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test.sh"),
+    )
+    .unwrap();
+    let exec = |path: &std::path::Path, text: &str| {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    exec(&scripts.join("test.sh"), &real);
+    // Every variable the script expects a service to export.
+    let mut names: Vec<String> = real
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| {
+            [
+                "SWIFT_AIO_",
+                "IRONBOOT_TEST_",
+                "KEYSTONE_AIO_",
+                "GLANCE_AIO_",
+                "ST_",
+                "PGAIO_",
+            ]
+            .iter()
+            .any(|p| w.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    let venv = root.path().join("venv");
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    exec(&venv.join("bin/python"), "#!/bin/sh\nexit 0\n");
+    let mut env_lines = String::new();
+    for n in &names {
+        let value = match n.as_str() {
+            "SWIFT_AIO_VENV" => venv.display().to_string(),
+            "IRONBOOT_TEST_DIR"
+            | "IRONBOOT_TEST_SKIP_APT"
+            | "IRONBOOT_TEST_SKIP_E2E"
+            | "IRONBOOT_TEST_TIMEOUT"
+            | "IRONBOOT_TEST_PYTHON" => continue,
+            _ => "stand-in".to_string(),
+        };
+        env_lines.push_str(&format!("echo \"export {n}='{value}'\"\n"));
+    }
+    let service = format!(
+        "#!/bin/sh\n# a stand-in service: start/stop/install succeed, env prints every variable\n\
+         case \"$1\" in env) {{\n{env_lines}}} ;; *) exit 0 ;; esac\n"
+    );
+    for s in [
+        "swift-aio.sh",
+        "postgres-aio.sh",
+        "keystone-aio.sh",
+        "glance-aio.sh",
+    ] {
+        exec(&scripts.join(s), &service);
+    }
+    match e2e {
+        None => {}
+        Some(executable) => {
+            let path = scripts.join("e2e-ipxe.sh");
+            exec(&path, "#!/bin/sh\necho '1 passed, 0 failed'\n");
+            if !executable {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+    }
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    exec(
+        &bin.join("cargo"),
+        "#!/bin/sh\necho 'test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured'\n",
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg(scripts.join("test.sh"))
+        .current_dir(root.path())
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("IRONBOOT_TEST_DIR", root.path().join("td"))
+        .env("IRONBOOT_TEST_SKIP_APT", "1")
+        .env_remove("CARGO_TERM_COLOR");
+    if skip_e2e {
+        cmd.env("IRONBOOT_TEST_SKIP_E2E", "1");
+    } else {
+        cmd.env_remove("IRONBOOT_TEST_SKIP_E2E");
+    }
+    let (status, out, err) = output_within(&mut cmd, Duration::from_secs(60));
+    (status.expect("test.sh finishes"), format!("{out}{err}"))
+}
+
+/// Regression: `scripts/test.sh` counted a missing or non-executable `scripts/e2e-ipxe.sh`
+/// as skipped, and so the run as passing. Only `IRONBOOT_TEST_SKIP_E2E=1` may skip it.
+#[test]
+fn regression_test_sh_counts_a_missing_e2e_as_passing() {
+    let (status, out) = run_test_sh_with_stand_ins(Some(true), false);
+    assert!(status.success(), "the stand-ins pass:\n{out}");
+    assert!(out.contains("RESULT: OK"), "{out}");
+
+    let (status, out) = run_test_sh_with_stand_ins(None, false);
+    assert!(
+        !status.success(),
+        "a missing e2e script fails the run:\n{out}"
+    );
+    assert!(
+        out.contains("NOT RUN") && out.contains("e2e-ipxe.sh is missing"),
+        "{out}"
+    );
+
+    let (status, out) = run_test_sh_with_stand_ins(Some(false), false);
+    assert!(
+        !status.success(),
+        "a non-executable e2e script fails the run:\n{out}"
+    );
+    assert!(out.contains("is not executable"), "{out}");
+
+    let (status, out) = run_test_sh_with_stand_ins(None, true);
+    assert!(status.success(), "skipping on request passes:\n{out}");
+    assert!(out.contains("ON REQUEST"), "{out}");
+}
