@@ -485,7 +485,13 @@ async fn node_commands_drive_the_api() {
 const ANY_VALUE_IS_VALID: &[&str] = &[
     // a secret string; only its combination with the key file can be wrong
     "glance.swift_temp_url_key",
+    // any region name may be in a catalog
+    "glance.region_name",
 ];
+
+/// `[glance] auth_type = password` with every option it needs but the one under test.
+const GLANCE_PASSWORD_BUT: &str = "[glance]\nauth_type = password\nauth_url = http://127.0.0.1:5000\n\
+                                   username = u\npassword = p\nproject_name = p\n";
 
 /// `(option, bad value, lines the value needs around it to matter)`. `{dir}` is a
 /// directory holding `broken.j2` (does not compile), `undefined.j2` (renders an undefined
@@ -544,6 +550,31 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
     ("glance.swift_account_prefix", "AU/TH", ""),
     ("glance.swift_container", "a/b", ""),
     ("glance.swift_store_multiple_containers_seed", "33", ""),
+    ("glance.auth_type", "kerberos", ""),
+    ("glance.auth_type", "v3applicationcredential", ""),
+    ("glance.auth_url", "ftp://keystone:5000", ""),
+    ("glance.auth_url", "http://admin:pw@keystone:5000", ""),
+    ("glance.username", "", GLANCE_PASSWORD_BUT),
+    ("glance.password", "", GLANCE_PASSWORD_BUT),
+    ("glance.password_file", "{dir}/missing-password", ""),
+    ("glance.password_file", "{dir}/blank", ""),
+    ("glance.project_name", "", GLANCE_PASSWORD_BUT),
+    ("glance.user_domain_name", "", ""),
+    ("glance.project_domain_name", "", ""),
+    ("glance.valid_interfaces", "internal,private", ""),
+    ("glance.endpoint_override", "glance:9292", ""),
+    (
+        "glance.endpoint_override",
+        "",
+        "[glance]\nauth_type = none\n",
+    ),
+    ("glance.cafile", "{dir}/blank", ""),
+    ("glance.cafile", "{dir}/missing-ca.pem", ""),
+    ("glance.insecure", "maybe", ""),
+    ("glance.timeout", "0", ""),
+    ("glance.timeout", "601", ""),
+    ("glance.num_retries", "11", ""),
+    ("glance.metadata_cache_ttl", "3601", ""),
     ("database.connection", "mysql+pymysql://u:p@h/db", ""),
     ("database.connection", "sqlite://", ""),
     ("database.max_pool_size", "0", ""),
