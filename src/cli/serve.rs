@@ -43,7 +43,7 @@ pub async fn build_service(
         settings.templates.node_template.clone(),
     )
     .map_err(|e| CliError::Runtime(format!("templates: {e}")))?;
-    let boot = BootService::new(settings, templates)
+    let boot = BootService::new(settings, templates, clock.clone())
         .map_err(|e| CliError::Runtime(format!("boot service: {e}")))?;
     let mirror = Mirror::new(&o.deploy.http_root);
     let root = mirror.root().to_path_buf();
