@@ -44,17 +44,17 @@ fn refusing_port() -> (tokio::net::TcpSocket, u16) {
 
 /// A `serve` that logged `ironboot serving`, with the addresses it logged and a thread
 /// collecting the rest of its stderr.
-struct Serving {
-    child: Child,
-    api: String,
+pub(crate) struct Serving {
+    pub(crate) child: Child,
+    pub(crate) api: String,
     boot: String,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
+    pub(crate) log: std::sync::Arc<std::sync::Mutex<String>>,
     reader: std::thread::JoinHandle<()>,
 }
 
 impl Serving {
     /// Waits for the process to exit (after a signal) and returns its status and log.
-    fn wait(mut self, within: Duration) -> (ExitStatus, String) {
+    pub(crate) fn wait(mut self, within: Duration) -> (ExitStatus, String) {
         let start = Instant::now();
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -85,7 +85,7 @@ fn log_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
 /// line. Picking free ports by binding and releasing them races with every other process;
 /// when `serve` then cannot listen because a port was taken meanwhile, it is started again
 /// on new ports. Any other exit is a failure.
-fn start_serve(mut command: impl FnMut(u16, u16) -> Command) -> Serving {
+pub(crate) fn start_serve(mut command: impl FnMut(u16, u16) -> Command) -> Serving {
     for _ in 0..5 {
         let (api, boot) = (probably_free_port(), probably_free_port());
         if api == boot {
@@ -946,7 +946,7 @@ fn tempurl_reads_zone_less_iso_times_in_the_local_zone() {
 
 /// `serve` under a low open-file limit, with `extra` config appended; returns the running
 /// process and its config file's directory.
-fn serve_with(nofile: Option<u32>, extra: &str) -> (Serving, tempfile::TempDir) {
+pub(crate) fn serve_with(nofile: Option<u32>, extra: &str) -> (Serving, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("ironboot.conf");
     let state = dir.path().join("state");
@@ -972,7 +972,7 @@ fn serve_with(nofile: Option<u32>, extra: &str) -> (Serving, tempfile::TempDir) 
     (serving, dir)
 }
 
-fn sigterm(child: &std::process::Child) {
+pub(crate) fn sigterm(child: &std::process::Child) {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

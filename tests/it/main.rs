@@ -10,6 +10,7 @@ mod support;
 mod api;
 mod cli;
 mod conductor;
+mod glance;
 mod hardening;
 mod script_fuzz;
 mod store;

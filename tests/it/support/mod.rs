@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod glance_env;
+pub mod proxy;
 pub mod server;
 pub mod swift;
 
