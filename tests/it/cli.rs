@@ -493,6 +493,10 @@ const ANY_VALUE_IS_VALID: &[&str] = &[
 const GLANCE_PASSWORD_BUT: &str = "[glance]\nauth_type = password\nauth_url = http://127.0.0.1:5000\n\
                                    username = u\npassword = p\nproject_name = p\n";
 
+/// `[glance] auth_type = password` with every option it needs but a password.
+const GLANCE_NO_PASSWORD: &str = "[glance]\nauth_type = password\nauth_url = http://127.0.0.1:5000\n\
+                                  username = u\nproject_name = p\n";
+
 /// `(option, bad value, lines the value needs around it to matter)`. `{dir}` is a
 /// directory holding `broken.j2` (does not compile), `undefined.j2` (renders an undefined
 /// variable) and `blank` (only newlines). At least one row per option of
@@ -556,8 +560,12 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
     ("glance.auth_url", "http://admin:pw@keystone:5000", ""),
     ("glance.username", "", GLANCE_PASSWORD_BUT),
     ("glance.password", "", GLANCE_PASSWORD_BUT),
-    ("glance.password_file", "{dir}/missing-password", ""),
-    ("glance.password_file", "{dir}/blank", ""),
+    (
+        "glance.password_file",
+        "{dir}/missing-password",
+        GLANCE_NO_PASSWORD,
+    ),
+    ("glance.password_file", "{dir}/blank", GLANCE_NO_PASSWORD),
     ("glance.project_name", "", GLANCE_PASSWORD_BUT),
     ("glance.user_domain_name", "", ""),
     ("glance.project_domain_name", "", ""),
@@ -568,8 +576,8 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
         "",
         "[glance]\nauth_type = none\n",
     ),
-    ("glance.cafile", "{dir}/blank", ""),
-    ("glance.cafile", "{dir}/missing-ca.pem", ""),
+    ("glance.cafile", "{dir}/blank", GLANCE_PASSWORD_BUT),
+    ("glance.cafile", "{dir}/missing-ca.pem", GLANCE_PASSWORD_BUT),
     ("glance.insecure", "maybe", ""),
     ("glance.timeout", "0", ""),
     ("glance.timeout", "601", ""),
