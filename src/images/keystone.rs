@@ -94,6 +94,13 @@ impl Token {
     }
 }
 
+/// The kept token, or why the last request for one failed.
+#[derive(Debug, Default)]
+struct TokenSlot {
+    token: Option<Arc<Token>>,
+    failure: Option<KeystoneError>,
+}
+
 /// One catalog endpoint, as `select_endpoint` reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogEndpoint {
@@ -306,7 +313,10 @@ pub struct KeystoneClient {
     clock: Arc<dyn Clock>,
     /// The token in use; its lock is held while a new one is fetched, so concurrent
     /// callers wait for one request instead of making their own.
-    token: tokio::sync::Mutex<Option<Arc<Token>>>,
+    token: tokio::sync::Mutex<TokenSlot>,
+    /// Authentications finished (or failed), so that callers that waited for another's
+    /// take its outcome instead of asking Keystone again.
+    attempts: AtomicU64,
     /// The v3 URL, discovered once.
     v3: tokio::sync::OnceCell<String>,
     /// Token requests made (sent, whatever the answer).
@@ -329,7 +339,8 @@ impl KeystoneClient {
             region,
             endpoint_override,
             clock,
-            token: tokio::sync::Mutex::new(None),
+            token: tokio::sync::Mutex::new(TokenSlot::default()),
+            attempts: AtomicU64::new(0),
             v3: tokio::sync::OnceCell::new(),
             requests: AtomicU64::new(0),
         }
@@ -349,17 +360,39 @@ impl KeystoneClient {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// A valid token: the kept one until its renewal time, else a new one.
+    /// A valid token: the kept one until its renewal time, else a new one. Callers that
+    /// waited while another caller asked Keystone share its answer, error included.
     pub async fn token(&self) -> Result<Arc<Token>, KeystoneError> {
+        let seen = self.attempts.load(Ordering::SeqCst);
         let mut slot = self.token.lock().await;
-        if let Some(t) = slot.as_ref()
+        if self.attempts.load(Ordering::SeqCst) != seen
+            && let Some(e) = &slot.failure
+        {
+            return Err(e.clone());
+        }
+        if let Some(t) = slot.token.as_ref()
             && self.clock.now_ms() < t.renew_at_ms
         {
             return Ok(t.clone());
         }
-        let fresh = Arc::new(self.authenticate().await?);
-        *slot = Some(fresh.clone());
-        Ok(fresh)
+        self.renew(&mut slot).await
+    }
+
+    /// Asks Keystone for a token and keeps the outcome.
+    async fn renew(&self, slot: &mut TokenSlot) -> Result<Arc<Token>, KeystoneError> {
+        let outcome = self.authenticate().await.map(Arc::new);
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        match &outcome {
+            Ok(t) => {
+                slot.token = Some(t.clone());
+                slot.failure = None;
+            }
+            Err(e) => {
+                slot.token = None;
+                slot.failure = Some(e.clone());
+            }
+        }
+        outcome
     }
 
     /// A new token after Glance refused `rejected` (401): renews once, unless another
@@ -368,8 +401,14 @@ impl KeystoneClient {
         &self,
         rejected: &Arc<Token>,
     ) -> Result<Arc<Token>, KeystoneError> {
+        let seen = self.attempts.load(Ordering::SeqCst);
         let mut slot = self.token.lock().await;
-        if let Some(t) = slot.as_ref()
+        if self.attempts.load(Ordering::SeqCst) != seen
+            && let Some(e) = &slot.failure
+        {
+            return Err(e.clone());
+        }
+        if let Some(t) = slot.token.as_ref()
             && !Arc::ptr_eq(t, rejected)
             && self.clock.now_ms() < t.renew_at_ms
         {
@@ -379,10 +418,7 @@ impl KeystoneClient {
             user = %self.identity(),
             "Glance refused the Keystone token (401); getting a new one"
         );
-        *slot = None;
-        let fresh = Arc::new(self.authenticate().await?);
-        *slot = Some(fresh.clone());
-        Ok(fresh)
+        self.renew(&mut slot).await
     }
 
     /// The v3 URL: `auth_url` when it names v3, else found by version discovery.

@@ -478,9 +478,14 @@ async fn a_wrong_keystone_password_fails_prepare_clearly() {
     let img = images().await;
     let env = &img.env;
     let wrong = unique("wrong-password");
+    let keystone = Proxy::start(&env.keystone_url, None).await;
     let s = TestServer::start(
         Db::Sqlite,
-        &env.ironboot_config(&format!("password = {wrong}\n")),
+        &env.ironboot_config_as(
+            &env.service,
+            Some(&format!("{}/v3", keystone.url)),
+            &format!("password = {wrong}\n"),
+        ),
     )
     .await;
     let m = refused(
@@ -503,6 +508,18 @@ async fn a_wrong_keystone_password_fails_prepare_clearly() {
         !m.contains(&wrong) && !m.contains(&env.service.password),
         "{m}"
     );
+    // the kernel's and the ramdisk's lookups waited for one refusal, not two
+    assert_eq!(keystone.token_requests(), 1);
+    // a refusal is not kept: the next prepare asks again
+    refused(
+        &s,
+        &img.kernel,
+        &img.ramdisk,
+        StatusCode::BAD_GATEWAY,
+        "keystone_auth_failed",
+    )
+    .await;
+    assert_eq!(keystone.token_requests(), 2);
     s.stop().await;
     img.delete(&[]).await;
 }
