@@ -11,10 +11,13 @@
 //! This module speaks neither HTTP nor SQL, and `render` does no I/O. It never matches on
 //! the kind of an image reference: that is the sources' business.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::code::ErrorCode;
 use crate::config::Settings;
+use crate::images::glance::{GlanceClient, GlanceSource};
 use crate::images::http::HttpSource;
 use crate::images::swift::SwiftSource;
 use crate::images::{ImageError, ImageSource, Sources};
@@ -32,12 +35,17 @@ const SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     /// The target needs a reference the node does not have.
-    #[error("{field}: is required for target {target}: set it with PATCH /v1/nodes/{node}")]
+    #[error("{field}: is required for target {target}{hint}: set it with PATCH /v1/nodes/{node}")]
     MissingImage {
         field: &'static str,
         target: Target,
         node: uuid::Uuid,
+        /// Why the instance's image_source did not provide it, if it was asked.
+        hint: String,
     },
+    /// A source could not be set up from the settings (e.g. Glance's TLS settings).
+    #[error("{0}")]
+    Setup(String),
     /// A field that goes into the script is not script-safe.
     #[error("{0}")]
     Field(#[from] FieldError),
@@ -56,7 +64,7 @@ impl BootError {
             BootError::MissingImage { .. } => ErrorCode::MissingImage,
             BootError::Field(_) => ErrorCode::InvalidField,
             BootError::Image(e) => e.code(),
-            BootError::Render(_) => ErrorCode::RenderFailed,
+            BootError::Render(_) | BootError::Setup(_) => ErrorCode::RenderFailed,
         }
     }
 
@@ -65,8 +73,21 @@ impl BootError {
             BootError::MissingImage { field, .. } => Some(field),
             BootError::Field(f) => Some(&f.field),
             BootError::Image(e) => Some(e.field()),
-            BootError::Render(_) => None,
+            BootError::Render(_) | BootError::Setup(_) => None,
         }
+    }
+}
+
+/// `instance_info.image_source`, when it is set: a string, or an error naming the field.
+fn image_source(node: &Node) -> Result<Option<String>, FieldError> {
+    match node.instance_info.extra.get("image_source") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(FieldError::new(
+            "instance_info.image_source",
+            format!("must be a string (an image reference such as glance://UUID), not {other}"),
+        )),
     }
 }
 
@@ -93,8 +114,13 @@ pub struct BootService {
 }
 
 impl BootService {
-    /// Builds the service from validated settings and compiled templates.
-    pub fn new(settings: &Settings, templates: Templates) -> Result<BootService, BootError> {
+    /// Builds the service from validated settings and compiled templates. `clock` judges
+    /// when Keystone tokens and Glance answers are too old.
+    pub fn new(
+        settings: &Settings,
+        templates: Templates,
+        clock: Arc<dyn Clock>,
+    ) -> Result<BootService, BootError> {
         let o = &settings.options;
         validate_kernel_args("pxe.kernel_append_params", &o.pxe.kernel_append_params)?;
         let master = templates.master(&MasterContext {
@@ -106,7 +132,20 @@ impl BootService {
             (Some(s), true) => {
                 url_lifetime = s.duration;
                 list.push(Box::new(SwiftSource::new(s.clone(), SOURCE_TIMEOUT)));
-                "use swift://CONTAINER/OBJECT or an http(s):// URL"
+                match &settings.glance {
+                    Some(g) => {
+                        let client = GlanceClient::new(g, clock).map_err(BootError::Setup)?;
+                        list.push(Box::new(GlanceSource::new(
+                            Arc::new(client),
+                            SwiftSource::new(s.clone(), SOURCE_TIMEOUT),
+                        )));
+                        "use swift://CONTAINER/OBJECT, glance://UUID or an http(s):// URL"
+                    }
+                    None => {
+                        "use swift://CONTAINER/OBJECT or an http(s):// URL, or set [glance] \
+                         auth_type and its options to use Glance images"
+                    }
+                }
             }
             _ => "use an http(s):// URL, or swift://CONTAINER/OBJECT with [ipxe] use_swift = true",
         };
@@ -127,6 +166,16 @@ impl BootService {
         &self.master
     }
 
+    /// The image sources of this mode (`ironboot image show`).
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// Checks the sources' services (Keystone credentials) at start; for logging only.
+    pub async fn probe_sources(&self) -> Vec<Result<String, String>> {
+        self.sources.probe().await
+    }
+
     /// Validates and checks what `target` needs, and returns the snapshot to store
     /// (`None` for target none). `now` is Unix seconds.
     pub async fn prepare(
@@ -135,7 +184,7 @@ impl BootService {
         target: Target,
         now: i64,
     ) -> Result<Option<PreparedBoot>, BootError> {
-        let (kernel_field, ramdisk_field, kernel, ramdisk, kernel_args) = match target {
+        let (mut kernel_field, mut ramdisk_field, kernel, ramdisk, kernel_args) = match target {
             Target::None => return Ok(None),
             Target::Local => {
                 return Ok(Some(PreparedBoot {
@@ -170,15 +219,51 @@ impl BootService {
                 )
             }
         };
-        let required = |field: &'static str, value: &Option<String>| {
-            value
-                .clone()
-                .filter(|v| !v.is_empty())
-                .ok_or(BootError::MissingImage {
-                    field,
-                    target,
-                    node: node.uuid,
-                })
+        let mut kernel = kernel.clone().filter(|v| !v.is_empty());
+        let mut ramdisk = ramdisk.clone().filter(|v| !v.is_empty());
+        let mut hint = String::new();
+        // Ironic's partition images: the image names its kernel and ramdisk.
+        if target == Target::Instance
+            && (kernel.is_none() || ramdisk.is_none())
+            && let Some(source) = image_source(node)?
+        {
+            const FIELD: &str = "instance_info.image_source";
+            match self.sources.boot_images(FIELD, &source).await? {
+                Some(found) => {
+                    if kernel.is_none() && found.kernel.is_some() {
+                        kernel = found.kernel;
+                        kernel_field = "instance_info.image_source.kernel_id";
+                    }
+                    if ramdisk.is_none() && found.ramdisk.is_some() {
+                        ramdisk = found.ramdisk;
+                        ramdisk_field = "instance_info.image_source.ramdisk_id";
+                    }
+                    hint = format!(
+                        ", and instance_info.image_source ({}) has no {} property (a \
+                             whole-disk image boots with target local)",
+                        found.about,
+                        if kernel.is_none() {
+                            "kernel_id"
+                        } else {
+                            "ramdisk_id"
+                        }
+                    );
+                }
+                None => {
+                    hint = format!(
+                        ", and instance_info.image_source {source:?} names no kernel and \
+                             ramdisk (only a Glance image's kernel_id and ramdisk_id properties do)"
+                    );
+                }
+            }
+        }
+        let required = |field: &'static str, value: Option<String>| {
+            value.ok_or_else(|| BootError::MissingImage {
+                field,
+                target,
+                node: node.uuid,
+                hint: hint.clone(),
+            })
         };
         let kernel = required(kernel_field, kernel)?;
         let ramdisk = required(ramdisk_field, ramdisk)?;

@@ -49,6 +49,18 @@ codes! {
     SwiftRefusedTempurl = "swift_refused_tempurl",
     SwiftUnreachable = "swift_unreachable",
     SwiftError = "swift_error",
+    // Glance and Keystone.
+    GlanceImageNotFound = "glance_image_not_found",
+    GlanceImageForbidden = "glance_image_forbidden",
+    GlanceImageNotActive = "glance_image_not_active",
+    GlanceImageNotInSwift = "glance_image_not_in_swift",
+    GlanceObjectNotFound = "glance_object_not_found",
+    GlanceUnreachable = "glance_unreachable",
+    GlanceTimeout = "glance_timeout",
+    GlanceError = "glance_error",
+    KeystoneAuthFailed = "keystone_auth_failed",
+    KeystoneUnreachable = "keystone_unreachable",
+    KeystoneError = "keystone_error",
     // The service.
     RenderFailed = "render_failed",
     DatabaseUnavailable = "database_unavailable",

@@ -5,6 +5,7 @@
 //! (`EX_USAGE`, as linkerd2-proxy does).
 
 mod client;
+mod image;
 mod node;
 pub mod serve;
 mod tempurl;
@@ -48,6 +49,8 @@ pub enum Command {
     Node(Box<node::NodeArgs>),
     /// Sign a Swift temporary URL, exactly as `swift tempurl` / generate_temp_url would.
     Tempurl(Box<tempurl::TempurlArgs>),
+    /// Check image references against the configured services.
+    Image(image::ImageArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,5 +147,6 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Cli
             };
             tempurl::run(*args, out, err)
         }
+        Command::Image(args) => image::run(&cli, args, out, err),
     }
 }

@@ -43,7 +43,7 @@ pub async fn build_service(
         settings.templates.node_template.clone(),
     )
     .map_err(|e| CliError::Runtime(format!("templates: {e}")))?;
-    let boot = BootService::new(settings, templates)
+    let boot = BootService::new(settings, templates, clock.clone())
         .map_err(|e| CliError::Runtime(format!("boot service: {e}")))?;
     let mirror = Mirror::new(&o.deploy.http_root);
     let root = mirror.root().to_path_buf();
@@ -196,6 +196,17 @@ pub(super) fn run(cli: &Cli, err: &mut dyn std::io::Write) -> Result<(), CliErro
         if let Some(swift) = &settings.swift {
             tracing::info!(endpoint = %swift.public_endpoint, internal = %swift.internal_endpoint, account = %swift.account, digest = %swift.digest, duration = swift.duration, "Swift TempURLs");
         }
+        // Keystone credentials are checked now, but a failure only warns: Keystone may come
+        // up later, and nodes with other images still boot.
+        let probing = service.clone();
+        tokio::spawn(async move {
+            for result in probing.boot().probe_sources().await {
+                match result {
+                    Ok(what) => tracing::info!("{what}"),
+                    Err(why) => tracing::warn!("{why}"),
+                }
+            }
+        });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let tasks = crate::conductor::spawn(service.clone(), stop_rx);
         let result = server::run(api, boot, app, listeners, shutdown_signal()).await;

@@ -26,8 +26,11 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, ConfigErrors, Locations};
 pub use options::{Options, option_specs};
 pub use secret::{Secret, SecretFile, read_secret_file};
-pub use validate::{DatabaseUrl, Settings, SwiftSettings, TemplateSources};
-pub use value::AuthStrategy;
+pub use validate::{
+    CaBundle, DatabaseUrl, GlanceAuth, GlanceSettings, PasswordAuth, Settings, SwiftSettings,
+    TemplateSources,
+};
+pub use value::{AuthStrategy, GlanceAuthType, Interface, Interfaces};
 
 /// Read when `--config` is not given and the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ironboot/ironboot.conf";
@@ -166,6 +169,37 @@ pub fn render_effective(settings: &Settings) -> String {
             swift.api_version,
             swift.account,
             swift.container
+        );
+    }
+    if let Some(glance) = &settings.glance {
+        let endpoint = match &glance.endpoint_override {
+            Some(url) => url.clone(),
+            None => format!(
+                "the catalog's image endpoint (interfaces {}{})",
+                glance
+                    .interfaces
+                    .iter()
+                    .map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                glance
+                    .region_name
+                    .as_deref()
+                    .map(|r| format!(", region {r}"))
+                    .unwrap_or_default()
+            ),
+        };
+        let auth = match &glance.auth {
+            GlanceAuth::None => "without Keystone".to_string(),
+            GlanceAuth::Password(p) => format!(
+                "as {}@{} ({} / {}) through Keystone {}",
+                p.username, p.project_name, p.user_domain_name, p.project_domain_name, p.auth_url
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "# derived: Glance images from {endpoint}, {auth}; metadata reused for {} s",
+            glance.metadata_cache_ttl
         );
     }
     out

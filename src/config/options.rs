@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use super::macros::{DefaultValue, options};
 use super::secret::Secret;
-use super::value::AuthStrategy;
+use super::value::{AuthStrategy, GlanceAuthType, Interfaces};
 use crate::tempurl::Digest;
 
 fn default_state_path() -> String {
@@ -151,6 +151,35 @@ fn fallback_script(value: &Option<String>) -> Result<(), String> {
     Ok(())
 }
 
+/// An http(s) URL with a host and without user or password (Keystone's and Glance's).
+fn service_url(value: &Option<String>) -> Result<(), String> {
+    let Some(text) = value else { return Ok(()) };
+    let url = url::Url::parse(text).map_err(|e| {
+        format!("not a valid URL ({e}); write e.g. http://keystone.example.com:5000/v3")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("only http:// and https:// URLs are accepted".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("the URL must not hold a user or password; use username and password".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("the URL must not have a query or fragment".into());
+    }
+    Ok(())
+}
+
+fn interfaces(value: &Interfaces) -> Result<(), String> {
+    if value.0.is_empty() {
+        Err("must name at least one of public, internal, admin".into())
+    } else {
+        Ok(())
+    }
+}
+
 options! {
     /// Process-wide options.
     ["DEFAULT"] default: DefaultSection {
@@ -210,7 +239,8 @@ options! {
         http_root: PathBuf = "$state_path/httpboot";
     }
 
-    /// Where Glance keeps images in Swift, and how temporary URLs are signed.
+    /// Where Glance keeps images in Swift, how temporary URLs are signed, and how ironboot
+    /// reads image metadata from Glance (keystoneauth's options).
     ["glance"] glance: GlanceSection {
         /// Secret key for Swift temporary URLs (the account's or container's Temp-URL-Key).
         swift_temp_url_key: Option<Secret> = UNSET;
@@ -251,6 +281,53 @@ options! {
         /// swift_container; N (1-32) appends "_" and the first N characters of the image id.
         swift_store_multiple_containers_seed: u8 = "0",
             check |n: &u8| if *n <= 32 { Ok(()) } else { Err("must be between 0 and 32 (0 = single container); it must match Glance's setting".into()) };
+        /// How ironboot authenticates to Glance to read image metadata (keystoneauth's
+        /// auth_type): password (a Keystone v3 user and project) or none (no Keystone:
+        /// Glance at endpoint_override). Unset: glance://UUID and bare UUID references are
+        /// not served. Needs [ipxe] use_swift = true.
+        auth_type: Option<GlanceAuthType> = UNSET;
+        /// Keystone URL, with its version (http://keystone:5000/v3) or without
+        /// (http://keystone:5000: the v3 API is found by version discovery).
+        auth_url: Option<String> = UNSET, check service_url;
+        /// Keystone user name (auth_type = password).
+        username: Option<String> = UNSET;
+        /// Password of username. Never printed.
+        password: Option<Secret> = UNSET;
+        /// (ironboot) File holding the password, so it stays out of this file. Exactly one
+        /// trailing newline is removed. Do not set both this and password.
+        password_file: Option<PathBuf> = UNSET;
+        /// Project the token is scoped to; Glance shows the images this project may see.
+        project_name: Option<String> = UNSET;
+        /// Domain of username.
+        user_domain_name: String = "Default",
+            check |d: &String| if d.trim().is_empty() { Err("must not be empty (Keystone's default domain is Default)".into()) } else { Ok(()) };
+        /// Domain of project_name.
+        project_domain_name: String = "Default",
+            check |d: &String| if d.trim().is_empty() { Err("must not be empty (Keystone's default domain is Default)".into()) } else { Ok(()) };
+        /// Region of the image endpoint in Keystone's catalog. Unset: the catalog must have
+        /// one image endpoint per interface.
+        region_name: Option<String> = UNSET;
+        /// Interfaces of the catalog's image endpoint, tried in this order (Ironic's default).
+        valid_interfaces: Interfaces = "internal,public", check interfaces;
+        /// Glance URL used instead of the catalog's, e.g. http://glance.example.com:9292.
+        /// Required with auth_type = none.
+        endpoint_override: Option<String> = UNSET, check service_url;
+        /// PEM file of the certificate authorities that sign Keystone's and Glance's TLS
+        /// certificates; it replaces the system's. Unset: the system's.
+        cafile: Option<PathBuf> = UNSET;
+        /// Do not verify the TLS certificates of Keystone and Glance. Only for tests.
+        insecure: bool = "false";
+        /// (ironboot default; keystoneauth's is none) Seconds each request to Keystone or
+        /// Glance may take, connection included, 1 to 600.
+        timeout: u64 = "10", check seconds::<_, 1, 600>;
+        /// Retries of a Glance request that failed with a 5xx answer or a connection error,
+        /// 0 to 10 (Ironic's). ironboot waits 0.5 s before the first retry and doubles the
+        /// wait each time, up to 8 s.
+        num_retries: u32 = "0", check count::<_, 0, 10>;
+        /// (ironboot) Seconds Glance's answer about an image is reused for other prepares,
+        /// so nodes sharing an image cause one Glance request per period, not one each.
+        /// Only active images are kept. 0: ask Glance every time. 0 to 3600.
+        metadata_cache_ttl: u64 = "30", check seconds::<_, 0, 3600>;
     }
 
     /// The node database.

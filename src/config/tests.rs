@@ -463,6 +463,9 @@ const RANGES: &[(&str, &str, u64, u64)] = &[
         315_360_000,
     ),
     ("glance", "swift_store_multiple_containers_seed", 0, 32),
+    ("glance", "timeout", 1, 600),
+    ("glance", "num_retries", 0, 10),
+    ("glance", "metadata_cache_ttl", 0, 3600),
     ("database", "max_pool_size", 1, 1000),
     ("api", "port", 1, 65535),
     ("api", "header_timeout", 1, 3600),
@@ -977,4 +980,196 @@ fn swift_endpoints_are_checked_with_the_url_crate() {
             "{bad}: {errs:?}"
         );
     }
+}
+
+const GLANCE: &str = "auth_type = password\nauth_url = http://127.0.0.1:5000\nusername = ironboot\n\
+                      password = pa55-word\nproject_name = service\n";
+
+#[test]
+fn glance_password_auth_derives_typed_settings() {
+    let l = ok(&format!("{SWIFT}{GLANCE}region_name = RegionOne\n"));
+    let g = l.settings.glance.unwrap();
+    let GlanceAuth::Password(p) = &g.auth else {
+        panic!("{g:?}")
+    };
+    assert_eq!(p.auth_url, "http://127.0.0.1:5000");
+    assert_eq!(p.username, "ironboot");
+    assert_eq!(p.password.expose(), "pa55-word");
+    assert_eq!(p.project_name, "service");
+    assert_eq!(
+        (p.user_domain_name.as_str(), p.project_domain_name.as_str()),
+        ("Default", "Default")
+    );
+    assert_eq!(g.region_name.as_deref(), Some("RegionOne"));
+    assert_eq!(g.interfaces, vec![Interface::Internal, Interface::Public]);
+    assert_eq!(g.timeout, std::time::Duration::from_secs(10));
+    assert_eq!((g.num_retries, g.metadata_cache_ttl), (0, 30));
+    assert!(g.endpoint_override.is_none() && g.ca.is_none() && !g.insecure);
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    // without auth_type nothing is derived
+    assert!(ok(SWIFT).settings.glance.is_none());
+}
+
+#[test]
+fn glance_auth_type_needs_its_options() {
+    let errs = errors(&format!("{SWIFT}auth_type = password\n"));
+    for option in ["auth_url", "username", "project_name", "password"] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(&format!(
+                "ironboot.conf:7: glance.{option}: is required when glance.auth_type = password"
+            ))),
+            "{option}: {errs:?}"
+        );
+    }
+    assert_eq!(errs.len(), 4, "{errs:?}");
+    let errs = errors(&format!("{SWIFT}auth_type = none\n"));
+    assert_eq!(
+        errs,
+        vec![
+            "ironboot.conf:7: glance.endpoint_override: is required when glance.auth_type = none: \
+             without Keystone there is no catalog; set Glance's URL, e.g. http://glance.example.com:9292"
+        ]
+    );
+    let l = ok(&format!(
+        "{SWIFT}auth_type = none\nendpoint_override = http://127.0.0.1:9292\n"
+    ));
+    let g = l.settings.glance.unwrap();
+    assert!(matches!(g.auth, GlanceAuth::None));
+    assert_eq!(
+        g.endpoint_override.as_deref(),
+        Some("http://127.0.0.1:9292")
+    );
+    // an empty required value counts as missing, at its own line
+    let errs = errors(&format!("{SWIFT}{GLANCE}username =\n"));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("ironboot.conf:12: glance.username: is required")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn glance_options_without_auth_type_or_swift_mode_warn() {
+    let l = ok("[glance]\nusername = x\nauth_url = http://ks:5000\n");
+    assert!(l.settings.glance.is_none());
+    assert!(
+        l.warnings.iter().any(|w| w.contains("glance.auth_url: is ignored because glance.auth_type is not set (auth_url, username set)")),
+        "{:?}",
+        l.warnings
+    );
+    let l = ok(&format!("[glance]\n{GLANCE}"));
+    assert!(l.settings.glance.is_some());
+    assert!(
+        l.warnings.iter().any(|w| w
+            .contains("glance.auth_type: is set, but Glance images are served only in swift mode")),
+        "{:?}",
+        l.warnings
+    );
+}
+
+#[test]
+fn glance_password_file_and_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "pw", "from-file\n");
+    let text = format!(
+        "{SWIFT}auth_type = password\nauth_url = https://ks.example.com:5000/v3\nusername = u\n\
+         project_name = p\npassword_file = {}\n",
+        file.display()
+    );
+    let l = ok(&text);
+    let GlanceAuth::Password(p) = l.settings.glance.unwrap().auth else {
+        panic!()
+    };
+    assert_eq!(p.password.expose(), "from-file");
+    let errs = errors(&format!("{text}password = other\n"));
+    assert!(
+        errs.iter().any(|e| e.contains(
+            "glance.password_file: is set together with glance.password; keep only one of them"
+        )),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .all(|e| !e.contains("other") && !e.contains("from-file"))
+    );
+    for (option, value, fragment) in [
+        ("auth_url", "keystone:5000", "only http:// and https://"),
+        (
+            "auth_url",
+            "http://admin:pw@ks:5000",
+            "must not hold a user or password",
+        ),
+        ("auth_url", "http://[::1/v3", "not a valid URL"),
+        (
+            "endpoint_override",
+            "http://g:9292/?x=1",
+            "query or fragment",
+        ),
+        (
+            "valid_interfaces",
+            "internal,private",
+            "\"private\" is not an interface",
+        ),
+        ("auth_type", "v3token", "does not implement"),
+        ("user_domain_name", " ", "must not be empty"),
+    ] {
+        let errs = errors(&format!("{SWIFT}{GLANCE}{option} = {value}\n"));
+        assert!(
+            errs.iter().any(|e| e
+                .starts_with(&format!("ironboot.conf:12: glance.{option}: invalid value"))
+                && e.contains(fragment)),
+            "{option} = {value}: {errs:?}"
+        );
+        assert!(errs.iter().all(|e| !e.contains("pa55-word")), "{errs:?}");
+    }
+}
+
+#[test]
+fn glance_cafile_is_read_and_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = write(dir.path(), "garbage.pem", "not a certificate\n");
+    let errs = errors(&format!("{SWIFT}{GLANCE}cafile = {}\n", garbage.display()));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("ironboot.conf:12: glance.cafile: ")
+                && e.contains("holds no PEM certificate")),
+        "{errs:?}"
+    );
+    let errs = errors(&format!(
+        "{SWIFT}{GLANCE}cafile = {}/missing.pem\n",
+        dir.path().display()
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("ironboot.conf:12: glance.cafile: cannot read")),
+        "{errs:?}"
+    );
+    let broken = write(
+        dir.path(),
+        "broken.pem",
+        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    );
+    let errs = errors(&format!("{SWIFT}{GLANCE}cafile = {}\n", broken.display()));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("ironboot.conf:12: glance.cafile: ")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn glance_secrets_never_appear_in_check_output_or_debug() {
+    let l = ok(&format!("{SWIFT}{GLANCE}"));
+    let rendered = render_effective(&l.settings);
+    assert!(rendered.contains("password = <redacted>"), "{rendered}");
+    assert!(
+        rendered.contains("# derived: Glance images from the catalog's image endpoint (interfaces internal, public), as ironboot@service (Default / Default) through Keystone http://127.0.0.1:5000; metadata reused for 30 s"),
+        "{rendered}"
+    );
+    let debug = format!("{:?}", l.settings);
+    for text in [&rendered, &debug] {
+        assert!(!text.contains("pa55-word"), "{text}");
+    }
+    let errs = errors(&format!("{SWIFT}{GLANCE}timeout = 0\n"));
+    assert!(errs.iter().all(|e| !e.contains("pa55-word")));
 }

@@ -10,7 +10,7 @@ use url::{Position, Url};
 use super::error::{ConfigError, Locations};
 use super::options::Options;
 use super::secret::{self, REDACTED, Secret};
-use super::value::AuthStrategy;
+use super::value::{AuthStrategy, GlanceAuthType, Interface};
 use crate::ipxe::{IpxeError, MasterContext, Templates};
 use crate::tempurl::{self, Digest, Endpoint};
 
@@ -30,6 +30,60 @@ pub struct SwiftSettings {
     pub duration: u64,
     pub start_delay: u64,
     pub ip_range: Option<String>,
+}
+
+/// How ironboot reads image metadata from Glance: present when `[glance] auth_type` is set.
+#[derive(Debug, Clone)]
+pub struct GlanceSettings {
+    pub auth: GlanceAuth,
+    /// The catalog's region of the image endpoint; `None`: any.
+    pub region_name: Option<String>,
+    /// Catalog interfaces, in the order they are tried.
+    pub interfaces: Vec<Interface>,
+    /// Glance's URL instead of the catalog's.
+    pub endpoint_override: Option<String>,
+    /// The CA bundle of `[glance] cafile`, read and parsed.
+    pub ca: Option<CaBundle>,
+    pub insecure: bool,
+    /// Each request to Keystone or Glance, connection included.
+    pub timeout: std::time::Duration,
+    /// Retries of a Glance request after a 5xx or a connection error.
+    pub num_retries: u32,
+    /// Seconds an active image's metadata is reused; 0: never.
+    pub metadata_cache_ttl: u64,
+}
+
+/// The Keystone credentials, or none.
+#[derive(Debug, Clone)]
+pub enum GlanceAuth {
+    /// No Keystone; Glance is at `endpoint_override`.
+    None,
+    Password(PasswordAuth),
+}
+
+/// Keystone v3 password authentication, scoped to a project by name.
+#[derive(Debug, Clone)]
+pub struct PasswordAuth {
+    /// As configured: with `/v3` or bare (then discovered).
+    pub auth_url: String,
+    pub username: String,
+    pub password: Secret,
+    pub project_name: String,
+    pub user_domain_name: String,
+    pub project_domain_name: String,
+}
+
+/// The PEM certificates of `[glance] cafile`.
+#[derive(Clone)]
+pub struct CaBundle {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CaBundle({})", self.path.display())
+    }
 }
 
 /// Where nodes are stored.
@@ -150,6 +204,8 @@ pub struct Settings {
     pub source: Option<PathBuf>,
     /// Swift settings; always present when `[ipxe] use_swift` is true.
     pub swift: Option<SwiftSettings>,
+    /// Glance settings; present when `[glance] auth_type` is set.
+    pub glance: Option<GlanceSettings>,
     pub database: DatabaseUrl,
     /// The API token when `[api] auth_strategy = token`.
     pub api_token: Option<Secret>,
@@ -290,6 +346,179 @@ fn path_segment(at: &Locations, option: &str, value: &str, errors: &mut Vec<Conf
     }
 }
 
+/// Reads and parses `[glance] cafile`.
+fn ca_bundle(at: &Locations, path: &Path, errors: &mut Vec<ConfigError>) -> Option<CaBundle> {
+    const OPT: &str = "glance.cafile";
+    let pem = match std::fs::read(path) {
+        Ok(pem) => pem,
+        Err(e) => {
+            errors.push(at.error(
+                OPT,
+                format!(
+                    "cannot read {}: {e}; check the path and its permissions",
+                    path.display()
+                ),
+            ));
+            return None;
+        }
+    };
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Some(CaBundle {
+            path: path.to_path_buf(),
+            pem,
+        }),
+        Ok(_) => {
+            errors.push(at.error(
+                OPT,
+                format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA bundle that signs Keystone's and Glance's certificates",
+                    path.display()
+                ),
+            ));
+            None
+        }
+        Err(e) => {
+            errors.push(at.error(
+                OPT,
+                format!("{} is not a valid PEM bundle: {e}", path.display()),
+            ));
+            None
+        }
+    }
+}
+
+/// The `[glance]` options for Keystone and Glance: required combinations, the password
+/// file, the CA bundle. `None` when `auth_type` is not set (or on error).
+fn glance_settings(
+    options: &Options,
+    at: &Locations,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> Option<GlanceSettings> {
+    let g = &options.glance;
+    let set_without_auth_type: Vec<&str> = [
+        ("auth_url", g.auth_url.is_some()),
+        ("username", g.username.is_some()),
+        ("password", g.password.is_some()),
+        ("password_file", g.password_file.is_some()),
+        ("project_name", g.project_name.is_some()),
+        ("endpoint_override", g.endpoint_override.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(name, _)| name)
+    .collect();
+    let Some(auth_type) = g.auth_type else {
+        if !set_without_auth_type.is_empty() {
+            warnings.push(at.warning(
+                &format!("glance.{}", set_without_auth_type[0]),
+                format!(
+                    "is ignored because glance.auth_type is not set ({} set); set auth_type = password \
+                     (or none) to serve Glance images",
+                    set_without_auth_type.join(", ")
+                ),
+            ));
+        }
+        return None;
+    };
+    if !options.ipxe.use_swift {
+        warnings.push(at.warning(
+            "glance.auth_type",
+            "is set, but Glance images are served only in swift mode ([ipxe] use_swift = true) \
+             for now; glance:// and bare UUID references will be refused",
+        ));
+    }
+    let before = errors.len();
+    let password = match (&g.password, &g.password_file) {
+        (Some(_), Some(_)) => {
+            errors.push(at.error(
+                "glance.password_file",
+                "is set together with glance.password; keep only one of them",
+            ));
+            None
+        }
+        (Some(p), None) if !p.expose().is_empty() => Some(p.clone()),
+        (None, Some(path)) => secret_file(at, "glance.password_file", path, errors, warnings),
+        _ => None,
+    };
+    let auth = match auth_type {
+        GlanceAuthType::None => {
+            if g.endpoint_override.is_none() {
+                errors.push(at.error_near(
+                    "glance.endpoint_override",
+                    &["glance.auth_type"],
+                    "is required when glance.auth_type = none: without Keystone there is no catalog; \
+                     set Glance's URL, e.g. http://glance.example.com:9292",
+                ));
+            }
+            GlanceAuth::None
+        }
+        GlanceAuthType::Password => {
+            let mut required = |option: &str, value: Option<&String>, example: &str| {
+                if value.is_none_or(|v| v.trim().is_empty()) {
+                    errors.push(at.error_near(
+                        option,
+                        &["glance.auth_type"],
+                        format!("is required when glance.auth_type = password: {example}"),
+                    ));
+                }
+            };
+            required(
+                "glance.auth_url",
+                g.auth_url.as_ref(),
+                "set Keystone's URL, e.g. http://keystone.example.com:5000/v3",
+            );
+            required(
+                "glance.username",
+                g.username.as_ref(),
+                "set the Keystone user ironboot reads images as",
+            );
+            required(
+                "glance.project_name",
+                g.project_name.as_ref(),
+                "set the project the token is scoped to, e.g. service",
+            );
+            if password.is_none() && g.password_file.is_none() {
+                errors.push(at.error_near(
+                    "glance.password",
+                    &["glance.auth_type"],
+                    "is required when glance.auth_type = password: set it, or glance.password_file",
+                ));
+            }
+            GlanceAuth::Password(PasswordAuth {
+                auth_url: g.auth_url.clone().unwrap_or_default(),
+                username: g.username.clone().unwrap_or_default(),
+                password: password.clone().unwrap_or_else(|| Secret::new("")),
+                project_name: g.project_name.clone().unwrap_or_default(),
+                user_domain_name: g.user_domain_name.clone(),
+                project_domain_name: g.project_domain_name.clone(),
+            })
+        }
+    };
+    let ca = g.cafile.as_deref().and_then(|p| ca_bundle(at, p, errors));
+    if g.insecure {
+        warnings.push(at.warning(
+            "glance.insecure",
+            "TLS certificates of Keystone and Glance are not verified: anyone on the path can \
+             read the password and tokens",
+        ));
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(GlanceSettings {
+        auth,
+        region_name: g.region_name.clone(),
+        interfaces: g.valid_interfaces.0.clone(),
+        endpoint_override: g.endpoint_override.clone(),
+        ca,
+        insecure: g.insecure,
+        timeout: std::time::Duration::from_secs(g.timeout),
+        num_retries: g.num_retries,
+        metadata_cache_ttl: g.metadata_cache_ttl,
+    })
+}
+
 /// Applies the rules that involve several options.
 pub(crate) fn validate(
     options: Options,
@@ -408,6 +637,8 @@ pub(crate) fn validate(
         }
     }
 
+    let glance = glance_settings(&options, at, errors, warnings);
+
     let database = match DatabaseUrl::parse(options.database.connection.expose()) {
         Ok(db) => Some(db),
         Err(reason) => {
@@ -485,6 +716,7 @@ pub(crate) fn validate(
         options,
         source,
         swift,
+        glance,
         database,
         api_token,
         templates,

@@ -155,6 +155,108 @@ impl OptionValue for AuthStrategy {
     }
 }
 
+/// How ironboot authenticates to Glance (keystoneauth's `auth_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlanceAuthType {
+    /// Keystone v3 password authentication, scoped to a project.
+    Password,
+    /// No Keystone: Glance at `endpoint_override` accepts requests without a token.
+    None,
+}
+
+impl OptionValue for GlanceAuthType {
+    const TYPE_NAME: &'static str = "string value, one of password, none";
+
+    fn parse(raw: &str) -> Result<Self, String> {
+        match raw {
+            "password" | "v3password" => Ok(GlanceAuthType::Password),
+            "none" | "noauth" => Ok(GlanceAuthType::None),
+            "token" | "v3token" | "v3applicationcredential" | "admin_token" | "v3oidcpassword" => {
+                Err(format!(
+                    "{raw:?} is a keystoneauth plugin that ironboot does not implement; use password or none"
+                ))
+            }
+            _ => Err("expected password or none".into()),
+        }
+    }
+
+    fn render(&self) -> String {
+        match self {
+            GlanceAuthType::Password => "password",
+            GlanceAuthType::None => "none",
+        }
+        .into()
+    }
+}
+
+/// An interface of a catalog endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Interface {
+    Public,
+    Internal,
+    Admin,
+}
+
+impl Interface {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Public => "public",
+            Interface::Internal => "internal",
+            Interface::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Interface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// keystoneauth's `valid_interfaces`: catalog interfaces in the order they are tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interfaces(pub Vec<Interface>);
+
+impl OptionValue for Interfaces {
+    const TYPE_NAME: &'static str = "list value of public, internal, admin";
+
+    fn parse(raw: &str) -> Result<Self, String> {
+        let mut list = Vec::new();
+        for item in raw.split(',').map(str::trim) {
+            // keystoneauth accepts the old catalog spellings publicURL, internalURL, adminURL
+            let name = item.strip_suffix("URL").unwrap_or(item);
+            let interface = match name.to_ascii_lowercase().as_str() {
+                "public" => Interface::Public,
+                "internal" => Interface::Internal,
+                "admin" => Interface::Admin,
+                "" => {
+                    return Err(
+                        "expected a comma-separated list such as internal,public; an item is empty"
+                            .into(),
+                    );
+                }
+                _ => {
+                    return Err(format!(
+                        "{item:?} is not an interface; expected a comma-separated list of public, internal and admin"
+                    ));
+                }
+            };
+            if !list.contains(&interface) {
+                list.push(interface);
+            }
+        }
+        Ok(Interfaces(list))
+    }
+
+    fn render(&self) -> String {
+        self.0
+            .iter()
+            .map(|i| i.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// Options without a default are optional: an empty value also means "not set".
 impl<T: OptionValue> OptionValue for Option<T> {
     const TYPE_NAME: &'static str = T::TYPE_NAME;
@@ -212,6 +314,34 @@ mod tests {
         assert_eq!(u64::unset(), None);
         assert_eq!(Option::<Secret>::parse("k").unwrap().render(), REDACTED);
         const { assert!(<Option<Secret> as OptionValue>::SECRET) };
+    }
+
+    #[test]
+    fn glance_auth_types_and_interfaces() {
+        assert_eq!(
+            GlanceAuthType::parse("password"),
+            Ok(GlanceAuthType::Password)
+        );
+        assert_eq!(GlanceAuthType::parse("none"), Ok(GlanceAuthType::None));
+        assert!(
+            GlanceAuthType::parse("v3applicationcredential")
+                .unwrap_err()
+                .contains("does not implement")
+        );
+        assert!(GlanceAuthType::parse("Password").is_err());
+        let i = Interfaces::parse("internal, publicURL,internal").unwrap();
+        assert_eq!(i.0, vec![Interface::Internal, Interface::Public]);
+        assert_eq!(i.render(), "internal,public");
+        assert!(
+            Interfaces::parse("internal,")
+                .unwrap_err()
+                .contains("empty")
+        );
+        assert!(
+            Interfaces::parse("private")
+                .unwrap_err()
+                .contains("\"private\"")
+        );
     }
 
     #[test]

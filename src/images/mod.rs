@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `swift://CONTAINER/OBJECT` | an object in `[glance] swift_account`; nodes get a TempURL signed when they ask. The object part is taken as it is (no percent-decoding) and may contain `/`, but no `.` or `..` segment. |
 //! | `http://…`, `https://…` | passed to the node unchanged. |
-//! | `glance://UUID` or a bare UUID | a Glance image; not supported yet. |
+//! | `glance://UUID` or a bare UUID | a Glance image; in swift mode with `[glance] auth_type` set, served by a TempURL of the object Glance keeps in Swift. |
 //! | `file:///path` | a local file; not supported yet (cache mode). |
 //!
 //! Each kind of source implements [`ImageSource`]: an async `check` that `prepare` calls
@@ -14,8 +14,15 @@
 //! with that snapshot (no I/O). [`Sources`] holds the sources of the running mode and is
 //! the only code that picks a source for a reference; nothing outside this module matches
 //! on the kind of a reference.
+//!
+//! A source may also resolve an instance's `image_source` to a kernel and a ramdisk
+//! ([`ImageSource::boot_images`]: Glance's `kernel_id` and `ramdisk_id` properties of a
+//! partition image), describe an image for `ironboot image show` ([`ImageSource::inspect`])
+//! and check its services at start ([`ImageSource::probe`]).
 
+pub mod glance;
 pub mod http;
+pub mod keystone;
 pub mod swift;
 
 use std::future::Future;
@@ -23,6 +30,7 @@ use std::pin::Pin;
 
 use crate::code::ErrorCode;
 use crate::node::{FieldError, PreparedImage, SourceKind};
+use glance::GlanceError;
 use swift::SwiftError;
 
 /// A parsed image reference.
@@ -136,6 +144,12 @@ pub enum ImageError {
     /// Swift said no, or could not be reached.
     #[error("{field}: {source}")]
     Swift { field: String, source: SwiftError },
+    /// Glance (or Keystone) said no, or could not be reached.
+    #[error("{field}: {source}")]
+    Glance {
+        field: String,
+        source: Box<GlanceError>,
+    },
 }
 
 impl ImageError {
@@ -153,13 +167,16 @@ impl ImageError {
             ImageError::Invalid(_) => ErrorCode::InvalidImageRef,
             ImageError::Unsupported { .. } => ErrorCode::UnsupportedImageRef,
             ImageError::Swift { source, .. } => source.code(),
+            ImageError::Glance { source, .. } => source.code(),
         }
     }
 
     pub fn field(&self) -> &str {
         match self {
             ImageError::Invalid(f) => &f.field,
-            ImageError::Unsupported { field, .. } | ImageError::Swift { field, .. } => field,
+            ImageError::Unsupported { field, .. }
+            | ImageError::Swift { field, .. }
+            | ImageError::Glance { field, .. } => field,
         }
     }
 }
@@ -167,6 +184,41 @@ impl ImageError {
 /// The future an [`ImageSource`]'s check returns.
 pub type CheckFuture<'a> =
     Pin<Box<dyn Future<Output = Result<PreparedImage, ImageError>> + Send + 'a>>;
+
+/// What `ironboot image show` prints about an image: what prepare would store, and what
+/// the source learnt on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageDetails {
+    pub prepared: PreparedImage,
+    /// How the reference was resolved, e.g. `glance → swift`.
+    pub resolved: String,
+    pub size: Option<u64>,
+    /// md5 (Glance's `checksum`) or Swift's ETag.
+    pub checksum: Option<String>,
+    /// Glance's `os_hash_algo` and `os_hash_value`.
+    pub hash: Option<(String, String)>,
+    /// Further facts, in order: `("image", "<id> (name …)")`, `("stores", "swift")`, …
+    pub facts: Vec<(&'static str, String)>,
+}
+
+/// The kernel and ramdisk references an instance's image names (Glance's `kernel_id` and
+/// `ramdisk_id`); either may be missing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BootImages {
+    pub kernel: Option<String>,
+    pub ramdisk: Option<String>,
+    /// Names the image, for messages: `Glance image <id>`.
+    pub about: String,
+}
+
+/// The future of [`ImageSource::inspect`].
+pub type InspectFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ImageDetails, ImageError>> + Send + 'a>>;
+/// The future of [`ImageSource::boot_images`].
+pub type BootImagesFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<BootImages>, ImageError>> + Send + 'a>>;
+/// The future of [`ImageSource::probe`]: `Ok(what was checked)` or `Err(why it failed)`.
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
 
 /// One kind of image source.
 pub trait ImageSource: Send + Sync + std::fmt::Debug {
@@ -199,6 +251,40 @@ pub trait ImageSource: Send + Sync + std::fmt::Debug {
         expires: i64,
         out: &mut String,
     ) -> Result<bool, ImageError>;
+
+    /// What `check` finds, with the details the source learnt (`ironboot image show`).
+    fn inspect<'a>(
+        &'a self,
+        field: &'a str,
+        text: &'a str,
+        image: &'a ImageRef,
+        now: i64,
+    ) -> InspectFuture<'a> {
+        Box::pin(async move {
+            let prepared = self.check(field, text, image, now).await?;
+            Ok(ImageDetails {
+                resolved: image.scheme().to_string(),
+                prepared,
+                size: None,
+                checksum: None,
+                hash: None,
+                facts: Vec::new(),
+            })
+        })
+    }
+
+    /// The kernel and ramdisk an instance image names (prepare, for an
+    /// `instance_info.image_source` when `instance_info.kernel`/`ramdisk` are absent).
+    /// `None`: this source knows of none.
+    fn boot_images<'a>(&'a self, _field: &'a str, _image: &'a ImageRef) -> BootImagesFuture<'a> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Checks at start that the services behind the source answer (e.g. that Keystone
+    /// accepts the credentials). Start never fails on it: the caller logs the result.
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(async { Ok(String::new()) })
+    }
 }
 
 /// The image sources of this mode.
@@ -257,6 +343,49 @@ impl Sources {
         self.for_ref(field, &image)?
             .check(field, text, &image, now)
             .await
+    }
+
+    /// Parses a reference and describes what prepare would use (`ironboot image show`).
+    pub async fn inspect(
+        &self,
+        field: &str,
+        text: &str,
+        now: i64,
+    ) -> Result<ImageDetails, ImageError> {
+        let image = ImageRef::parse(field, text).map_err(ImageError::Invalid)?;
+        self.for_ref(field, &image)?
+            .inspect(field, text, &image, now)
+            .await
+    }
+
+    /// The kernel and ramdisk references that an instance's `image_source` names, if its
+    /// source knows them. A reference that does not parse, or that no source of this mode
+    /// serves, names none, except a Glance reference, which is refused as unsupported.
+    pub async fn boot_images(
+        &self,
+        field: &str,
+        text: &str,
+    ) -> Result<Option<BootImages>, ImageError> {
+        let Ok(image) = ImageRef::parse(field, text) else {
+            return Ok(None);
+        };
+        match self.for_ref(field, &image) {
+            Ok(source) => source.boot_images(field, &image).await,
+            Err(e) if matches!(image, ImageRef::Glance(_)) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Probes every source's services (at start); one line per source that has any.
+    pub async fn probe(&self) -> Vec<Result<String, String>> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            match s.probe().await {
+                Ok(what) if what.is_empty() => {}
+                other => out.push(other),
+            }
+        }
+        out
     }
 
     /// Appends the URL of a prepared image to `out` (render). Pure. Returns whether a

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::{CheckFuture, ImageError, ImageRef, ImageSource};
+use super::{CheckFuture, ImageDetails, ImageError, ImageRef, ImageSource, InspectFuture};
 use crate::code::ErrorCode;
 use crate::config::SwiftSettings;
 use crate::node::{PreparedImage, SourceKind};
@@ -129,7 +129,7 @@ impl SwiftClient {
 }
 
 /// A reqwest error without the URL (which holds a signature).
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -168,6 +168,15 @@ impl SwiftSource {
             settings,
         }
     }
+
+    /// The client of the conductor's own checks (HEAD on the internal endpoint).
+    pub fn client(&self) -> &SwiftClient {
+        &self.client
+    }
+
+    pub fn settings(&self) -> &SwiftSettings {
+        &self.settings
+    }
 }
 
 impl ImageSource for SwiftSource {
@@ -199,6 +208,38 @@ impl ImageSource for SwiftSource {
                 reference: text.to_string(),
                 source: SourceKind::Swift,
                 location: path,
+            })
+        })
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        field: &'a str,
+        text: &'a str,
+        image: &'a ImageRef,
+        now: i64,
+    ) -> InspectFuture<'a> {
+        Box::pin(async move {
+            let path = self.locate(field, image)?;
+            let info = self
+                .client
+                .head(&path, now)
+                .await
+                .map_err(|source| ImageError::Swift {
+                    field: field.into(),
+                    source,
+                })?;
+            Ok(ImageDetails {
+                prepared: PreparedImage {
+                    reference: text.to_string(),
+                    source: SourceKind::Swift,
+                    location: path,
+                },
+                resolved: "swift".into(),
+                size: info.size,
+                checksum: info.etag.map(|e| format!("{e} (Swift ETag)")),
+                hash: None,
+                facts: Vec::new(),
             })
         })
     }

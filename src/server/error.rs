@@ -19,16 +19,28 @@ use crate::service::ServiceError;
 pub fn status_of(code: ErrorCode) -> StatusCode {
     use ErrorCode::*;
     match code {
-        InvalidBody | InvalidField | InvalidMac | InvalidQuery | ReadOnlyField | MissingImage
-        | InvalidImageRef | UnsupportedImageRef | ImageNotFound => StatusCode::BAD_REQUEST,
+        InvalidBody
+        | InvalidField
+        | InvalidMac
+        | InvalidQuery
+        | ReadOnlyField
+        | MissingImage
+        | InvalidImageRef
+        | UnsupportedImageRef
+        | ImageNotFound
+        | GlanceImageNotFound
+        | GlanceImageForbidden
+        | GlanceImageNotInSwift => StatusCode::BAD_REQUEST,
         BodyTooLarge | DocumentTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Unauthorized => StatusCode::UNAUTHORIZED,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         NotFound | NodeNotFound | FallbackMissing => StatusCode::NOT_FOUND,
-        DuplicateMac | DuplicateName | ConcurrentUpdate | NoBootTarget | NoMacs => {
-            StatusCode::CONFLICT
-        }
-        SwiftRefusedTempurl | SwiftUnreachable | SwiftError => StatusCode::BAD_GATEWAY,
+        DuplicateMac | DuplicateName | ConcurrentUpdate | NoBootTarget | NoMacs
+        | GlanceImageNotActive => StatusCode::CONFLICT,
+        SwiftRefusedTempurl | SwiftUnreachable | SwiftError | GlanceObjectNotFound
+        | GlanceUnreachable | GlanceError | KeystoneAuthFailed | KeystoneUnreachable
+        | KeystoneError => StatusCode::BAD_GATEWAY,
+        GlanceTimeout => StatusCode::GATEWAY_TIMEOUT,
         RequestTimeout | DatabaseUnavailable | DatabaseGone => StatusCode::SERVICE_UNAVAILABLE,
         RenderFailed | CorruptRecord => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -44,17 +44,17 @@ fn refusing_port() -> (tokio::net::TcpSocket, u16) {
 
 /// A `serve` that logged `ironboot serving`, with the addresses it logged and a thread
 /// collecting the rest of its stderr.
-struct Serving {
-    child: Child,
-    api: String,
+pub(crate) struct Serving {
+    pub(crate) child: Child,
+    pub(crate) api: String,
     boot: String,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
+    pub(crate) log: std::sync::Arc<std::sync::Mutex<String>>,
     reader: std::thread::JoinHandle<()>,
 }
 
 impl Serving {
     /// Waits for the process to exit (after a signal) and returns its status and log.
-    fn wait(mut self, within: Duration) -> (ExitStatus, String) {
+    pub(crate) fn wait(mut self, within: Duration) -> (ExitStatus, String) {
         let start = Instant::now();
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -85,7 +85,7 @@ fn log_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
 /// line. Picking free ports by binding and releasing them races with every other process;
 /// when `serve` then cannot listen because a port was taken meanwhile, it is started again
 /// on new ports. Any other exit is a failure.
-fn start_serve(mut command: impl FnMut(u16, u16) -> Command) -> Serving {
+pub(crate) fn start_serve(mut command: impl FnMut(u16, u16) -> Command) -> Serving {
     for _ in 0..5 {
         let (api, boot) = (probably_free_port(), probably_free_port());
         if api == boot {
@@ -485,7 +485,17 @@ async fn node_commands_drive_the_api() {
 const ANY_VALUE_IS_VALID: &[&str] = &[
     // a secret string; only its combination with the key file can be wrong
     "glance.swift_temp_url_key",
+    // any region name may be in a catalog
+    "glance.region_name",
 ];
+
+/// `[glance] auth_type = password` with every option it needs but the one under test.
+const GLANCE_PASSWORD_BUT: &str = "[glance]\nauth_type = password\nauth_url = http://127.0.0.1:5000\n\
+                                   username = u\npassword = p\nproject_name = p\n";
+
+/// `[glance] auth_type = password` with every option it needs but a password.
+const GLANCE_NO_PASSWORD: &str = "[glance]\nauth_type = password\nauth_url = http://127.0.0.1:5000\n\
+                                  username = u\nproject_name = p\n";
 
 /// `(option, bad value, lines the value needs around it to matter)`. `{dir}` is a
 /// directory holding `broken.j2` (does not compile), `undefined.j2` (renders an undefined
@@ -544,6 +554,35 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
     ("glance.swift_account_prefix", "AU/TH", ""),
     ("glance.swift_container", "a/b", ""),
     ("glance.swift_store_multiple_containers_seed", "33", ""),
+    ("glance.auth_type", "kerberos", ""),
+    ("glance.auth_type", "v3applicationcredential", ""),
+    ("glance.auth_url", "ftp://keystone:5000", ""),
+    ("glance.auth_url", "http://admin:pw@keystone:5000", ""),
+    ("glance.username", "", GLANCE_PASSWORD_BUT),
+    ("glance.password", "", GLANCE_PASSWORD_BUT),
+    (
+        "glance.password_file",
+        "{dir}/missing-password",
+        GLANCE_NO_PASSWORD,
+    ),
+    ("glance.password_file", "{dir}/blank", GLANCE_NO_PASSWORD),
+    ("glance.project_name", "", GLANCE_PASSWORD_BUT),
+    ("glance.user_domain_name", "", ""),
+    ("glance.project_domain_name", "", ""),
+    ("glance.valid_interfaces", "internal,private", ""),
+    ("glance.endpoint_override", "glance:9292", ""),
+    (
+        "glance.endpoint_override",
+        "",
+        "[glance]\nauth_type = none\n",
+    ),
+    ("glance.cafile", "{dir}/blank", GLANCE_PASSWORD_BUT),
+    ("glance.cafile", "{dir}/missing-ca.pem", GLANCE_PASSWORD_BUT),
+    ("glance.insecure", "maybe", ""),
+    ("glance.timeout", "0", ""),
+    ("glance.timeout", "601", ""),
+    ("glance.num_retries", "11", ""),
+    ("glance.metadata_cache_ttl", "3601", ""),
     ("database.connection", "mysql+pymysql://u:p@h/db", ""),
     ("database.connection", "sqlite://", ""),
     ("database.max_pool_size", "0", ""),
@@ -915,7 +954,7 @@ fn tempurl_reads_zone_less_iso_times_in_the_local_zone() {
 
 /// `serve` under a low open-file limit, with `extra` config appended; returns the running
 /// process and its config file's directory.
-fn serve_with(nofile: Option<u32>, extra: &str) -> (Serving, tempfile::TempDir) {
+pub(crate) fn serve_with(nofile: Option<u32>, extra: &str) -> (Serving, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("ironboot.conf");
     let state = dir.path().join("state");
@@ -941,7 +980,7 @@ fn serve_with(nofile: Option<u32>, extra: &str) -> (Serving, tempfile::TempDir) 
     (serving, dir)
 }
 
-fn sigterm(child: &std::process::Child) {
+pub(crate) fn sigterm(child: &std::process::Child) {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

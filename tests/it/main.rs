@@ -1,8 +1,9 @@
 //! Integration tests, compiled into one binary (faster to link, one place to look).
 //!
 //! They use the real services that `scripts/test.sh` starts and describes in environment
-//! variables: Swift (`SWIFT_AIO_*`), python-swiftclient (`IRONBOOT_TEST_PYTHON`) and
-//! PostgreSQL (`IRONBOOT_TEST_PG_URL`). A test whose service is missing fails with a message
+//! variables: Swift (`SWIFT_AIO_*`), python-swiftclient (`IRONBOOT_TEST_PYTHON`),
+//! PostgreSQL (`IRONBOOT_TEST_PG_URL`), and Keystone with a Glance whose store is Swift
+//! (`IRONBOOT_TEST_KEYSTONE_*`, `IRONBOOT_TEST_GLANCE_*`: see `support/glance_env.rs`). A test whose service is missing fails with a message
 //! saying so; nothing is skipped silently.
 
 mod support;
@@ -10,6 +11,7 @@ mod support;
 mod api;
 mod cli;
 mod conductor;
+mod glance;
 mod glance_services;
 mod hardening;
 mod hostile;

@@ -7,6 +7,8 @@
 #![allow(dead_code)]
 
 pub mod glance;
+pub mod glance_env;
+pub mod proxy;
 pub mod server;
 pub mod swift;
 
