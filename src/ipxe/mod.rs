@@ -193,7 +193,8 @@ impl Templates {
     }
 
     /// Renders a node script after checking every variable that comes from a node, an
-    /// image or the configuration. (`bootif` and the numbers are ironboot's own.)
+    /// image or the configuration. (The UUID, the MAC, `bootif` and the numbers are
+    /// ironboot's own, from typed values.)
     pub fn node(&self, ctx: &NodeContext) -> Result<String, IpxeError> {
         for (field, image) in [("kernel", &ctx.kernel), ("initrd", &ctx.initrd)] {
             if let Some(image) = image {
@@ -204,8 +205,6 @@ impl Templates {
         if let Some(name) = &ctx.node.name {
             check_url("name", name)?;
         }
-        check_url("node.uuid", &ctx.node.uuid)?;
-        check_url("mac", &ctx.mac)?;
         check_line("kernel_args", &ctx.kernel_args)?;
         self.render(NODE, ctx)
     }

@@ -49,24 +49,38 @@ pub struct App {
     pub max_body_size: usize,
 }
 
-/// Counts and times every request by route and status.
-async fn observe(
-    State((app, listener)): State<(Arc<App>, &'static str)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+/// What [`observe`] needs per listener, looked up once when the router is built.
+#[derive(Clone)]
+struct Observed {
+    app: Arc<App>,
+    listener: &'static str,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Observed {
+    fn new(app: &Arc<App>, listener: &'static str) -> Observed {
+        let in_flight = app
+            .service
+            .metrics()
+            .in_flight
+            .get_or_create(&ListenerLabels { listener })
+            .clone();
+        Observed {
+            app: app.clone(),
+            listener,
+            in_flight,
+        }
+    }
+}
+
+/// Counts and times every request by route and status, and reports its errors (see
+/// [`report_errors`]). One middleware for both, because the boot path is hot.
+async fn observe(State(o): State<Observed>, req: Request, next: Next) -> Response {
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
     let start = Instant::now();
-    let metrics = app.service.metrics();
-    let in_flight = metrics
-        .in_flight
-        .get_or_create(&ListenerLabels { listener })
-        .clone();
-    in_flight.inc();
+    o.in_flight.inc();
     // Decremented also when the client goes away and the future is dropped.
     struct Done(prometheus_client::metrics::gauge::Gauge);
     impl Drop for Done {
@@ -74,15 +88,24 @@ async fn observe(
             self.0.dec();
         }
     }
-    let _done = Done(in_flight);
-    let response = next.run(req).await;
-    let status = response.status().as_u16();
+    let _done = Done(o.in_flight.clone());
+    let mut response = next.run(req).await;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        let route = matched.as_ref().map_or(uri.path(), |m| m.as_str());
+        response = report_errors(&o.app, o.listener, &method, route, response).await;
+    }
+    let route = matched
+        .as_ref()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let metrics = o.app.service.metrics();
+    let listener = o.listener;
     metrics
         .http_requests
         .get_or_create(&HttpLabels {
             listener,
             route: route.clone(),
-            status,
+            status: response.status().as_u16(),
         })
         .inc();
     metrics
@@ -93,19 +116,15 @@ async fn observe(
 }
 
 /// The one place where errors are counted and their internal detail is logged, with the
-/// route. Also turns axum's plain-text 413 into the JSON error every other error uses.
+/// route. Also turns axum's own plain-text rejections (413, a path segment that is not
+/// UTF-8, 405) into the JSON error every other API error uses.
 async fn report_errors(
-    State((app, listener)): State<(Arc<App>, &'static str)>,
-    req: Request,
-    next: Next,
+    app: &App,
+    listener: &'static str,
+    method: &axum::http::Method,
+    route: &str,
+    mut response: Response,
 ) -> Response {
-    let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| req.uri().path().to_string());
-    let mut response = next.run(req).await;
     let status = response.status();
     let is_json = response
         .headers()
@@ -260,11 +279,7 @@ pub fn api_router(app: Arc<App>) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), request_timeout))
         .layer(DefaultBodyLimit::max(app.max_body_size))
         .layer(middleware::from_fn_with_state(
-            (app.clone(), "api"),
-            report_errors,
-        ))
-        .layer(middleware::from_fn_with_state(
-            (app.clone(), "api"),
+            Observed::new(&app, "api"),
             observe,
         ))
         .with_state(app)
@@ -285,11 +300,7 @@ pub fn boot_router(app: Arc<App>) -> Router {
         .route("/pxelinux.cfg/{mac}", get(boot::node_script))
         .fallback(boot_other)
         .layer(middleware::from_fn_with_state(
-            (app.clone(), "boot"),
-            report_errors,
-        ))
-        .layer(middleware::from_fn_with_state(
-            (app.clone(), "boot"),
+            Observed::new(&app, "boot"),
             observe,
         ))
         .with_state(app)
