@@ -343,7 +343,7 @@ fn serve_runs_without_root_and_stops_on_sigterm() {
             break r.status().is_success();
         }
         assert!(Instant::now() < deadline, "serve did not come up");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     };
     assert!(healthy);
     let master = reqwest::blocking::get(format!("http://{boot}/boot.ipxe"))

@@ -553,7 +553,7 @@ fn serve_with_a_wrong_keystone_password_starts_and_warns() {
             break;
         }
         assert!(Instant::now() < deadline, "no warning within 30 s:\n{log}");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
     let health = reqwest::blocking::get(format!("http://{}/healthz", serving.api)).unwrap();
     assert_eq!(health.status(), StatusCode::OK, "serve keeps running");
