@@ -28,8 +28,11 @@ async fn main() {
         .settings
         .swift
         .as_ref()
-        .map(|s| format!("/{}/{}", s.api_version, s.account))
-        .expect("the benchmark config sets up Swift");
+        .and_then(|s| {
+            let account = s.configured_account.as_ref()?;
+            Some(format!("/{}/{account}", s.api_version))
+        })
+        .expect("the benchmark config sets up Swift with [glance] swift_account");
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let service = service.clone();

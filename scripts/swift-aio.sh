@@ -60,7 +60,8 @@
 #                          minute of 503s for every object
 #
 # Tempauth users: test:tester/testing (.admin on AUTH_test), test2:tester2/testing2
-# (.admin on AUTH_test2), test:tester3/testing3 (no role), admin:admin/admin
+# (.admin on AUTH_test2), test:tester3/testing3 (no role), keyrot:rotator/rotating
+# (.admin on AUTH_keyrot, whose temp-URL keys one test rotates), admin:admin/admin
 # (.reseller_admin).
 set -euo pipefail
 
@@ -401,6 +402,7 @@ user_admin_admin = admin .admin .reseller_admin
 user_test_tester = testing .admin
 user_test2_tester2 = testing2 .admin
 user_test_tester3 = testing3
+user_keyrot_rotator = rotating .admin
 
 [filter:copy]
 use = egg:swift#copy

@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::images::glance::{GlanceClient, GlanceSource};
 use crate::images::http::HttpSource;
 use crate::images::swift::SwiftSource;
+use crate::images::swift_keys::SwiftKeys;
 use crate::images::{ImageError, ImageSource, Sources};
 use crate::ipxe::{
     self, IpxeError, MasterContext, NodeContext, ScriptImage, ScriptNode, Templates,
@@ -103,6 +104,8 @@ pub struct Rendered {
 #[derive(Debug)]
 pub struct BootService {
     sources: Sources,
+    /// The temp-URL key in use, in swift mode.
+    swift_keys: Option<Arc<SwiftKeys>>,
     /// Seconds a rendered URL stays valid (0 when no source signs URLs).
     url_lifetime: u64,
     kernel_append_params: String,
@@ -128,16 +131,23 @@ impl BootService {
         })?;
         let mut list: Vec<Box<dyn ImageSource>> = vec![Box::new(HttpSource)];
         let mut url_lifetime = 0;
+        let mut swift_keys = None;
         let hint = match (&settings.swift, o.ipxe.use_swift) {
             (Some(s), true) => {
                 url_lifetime = s.duration;
-                list.push(Box::new(SwiftSource::new(s.clone(), SOURCE_TIMEOUT)));
+                let keys = Arc::new(SwiftKeys::new(s, clock.clone()));
+                swift_keys = Some(keys.clone());
+                list.push(Box::new(SwiftSource::new(
+                    s.clone(),
+                    keys.clone(),
+                    SOURCE_TIMEOUT,
+                )));
                 match &settings.glance {
                     Some(g) => {
                         let client = GlanceClient::new(g, clock).map_err(BootError::Setup)?;
                         list.push(Box::new(GlanceSource::new(
                             Arc::new(client),
-                            SwiftSource::new(s.clone(), SOURCE_TIMEOUT),
+                            SwiftSource::new(s.clone(), keys, SOURCE_TIMEOUT),
                         )));
                         "use swift://CONTAINER/OBJECT, glance://UUID or an http(s):// URL"
                     }
@@ -151,6 +161,7 @@ impl BootService {
         };
         Ok(BootService {
             sources: Sources::new(list, hint),
+            swift_keys,
             url_lifetime,
             kernel_append_params: o.pxe.kernel_append_params.clone(),
             timeout_ms: u64::from(o.pxe.ipxe_timeout) * 1000,
@@ -164,6 +175,11 @@ impl BootService {
     /// The master script, rendered once at start.
     pub fn master_script(&self) -> &str {
         &self.master
+    }
+
+    /// The temp-URL key and account in swift mode.
+    pub fn swift_keys(&self) -> Option<&Arc<SwiftKeys>> {
+        self.swift_keys.as_ref()
     }
 
     /// The image sources of this mode (`ironboot image show`).

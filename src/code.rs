@@ -49,6 +49,8 @@ codes! {
     SwiftRefusedTempurl = "swift_refused_tempurl",
     SwiftUnreachable = "swift_unreachable",
     SwiftError = "swift_error",
+    SwiftKeyUnavailable = "swift_key_unavailable",
+    SwiftAuthFailed = "swift_auth_failed",
     // Glance and Keystone.
     GlanceImageNotFound = "glance_image_not_found",
     GlanceImageForbidden = "glance_image_forbidden",

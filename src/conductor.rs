@@ -1,5 +1,6 @@
 //! The conductor's periodic work, each task under one [`supervise`]or: today, keeping the
-//! static mirror in `[deploy] http_root` current. Membership, the hash ring and takeover
+//! static mirror in `[deploy] http_root` current, and re-reading the Swift account's
+//! temp-URL keys when `[swift]` credentials are set. Membership, the hash ring and takeover
 //! come with multi-conductor support.
 //!
 //! A supervised task that fails or panics is logged, counted in
@@ -131,7 +132,29 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 /// Spawns every periodic task of this conductor; they stop when `stop` turns true.
 pub fn spawn(service: Arc<Service>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let every = mirror_refresh_interval(service.boot().url_lifetime());
-    vec![tokio::spawn(supervise(
+    let mut tasks = Vec::new();
+    if let Some(keys) = service.boot().swift_keys().filter(|k| k.discovers()) {
+        tasks.push(tokio::spawn(supervise(
+            service.clone(),
+            "swift_key_refresh",
+            keys.refresh_interval(),
+            Backoff {
+                first: Duration::from_secs(1),
+                max: keys.refresh_interval(),
+            },
+            stop.clone(),
+            |service| {
+                Box::pin(async move {
+                    service
+                        .refresh_swift_key()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+            },
+        )));
+    }
+    tasks.push(tokio::spawn(supervise(
         service,
         "mirror_refresh",
         every,
@@ -144,7 +167,8 @@ pub fn spawn(service: Arc<Service>, stop: watch::Receiver<bool>) -> Vec<JoinHand
                 Ok(())
             })
         },
-    ))]
+    )));
+    tasks
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ use uuid::Uuid;
 use crate::boot::{BootError, BootService, Rendered};
 use crate::clock::Clock;
 use crate::code::ErrorCode;
+use crate::images::swift::SwiftError;
+use crate::images::swift_keys::Refreshed;
 use crate::metrics::{Metrics, PrepareLabels, ResultLabels};
 use crate::mirror::Mirror;
 use crate::node::{
@@ -666,6 +668,22 @@ impl Service {
         if let Err(e) = result {
             tracing::error!(node = %uuid, "cannot write the static mirror in {}: {e}", self.mirror.root().display());
         }
+    }
+
+    /// Re-reads the Swift account's temp-URL keys (`[swift]` credentials). When the key or
+    /// the account changed, the static mirror is rewritten at once, so its URLs are signed
+    /// with the key in use. `Ok(None)`: nothing to read (the key is configured).
+    pub async fn refresh_swift_key(&self) -> Result<Option<Refreshed>, SwiftError> {
+        let Some(keys) = self.boot.swift_keys().filter(|k| k.discovers()) else {
+            return Ok(None);
+        };
+        let refreshed = keys.refresh().await?;
+        if refreshed.changed
+            && let Err(e) = self.refresh_mirror().await
+        {
+            tracing::warn!("static mirror not rewritten after the key change: {e}");
+        }
+        Ok(Some(refreshed))
     }
 
     /// Rewrites boot.ipxe and every node's config, and removes files of nodes that are gone

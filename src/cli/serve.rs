@@ -194,7 +194,7 @@ pub(super) fn run(cli: &Cli, err: &mut dyn std::io::Write) -> Result<(), CliErro
             "ironboot serving"
         );
         if let Some(swift) = &settings.swift {
-            tracing::info!(endpoint = %swift.public_endpoint, internal = %swift.internal_endpoint, account = %swift.account, digest = %swift.digest, duration = swift.duration, "Swift TempURLs");
+            tracing::info!(endpoint = %swift.public_endpoint, internal = %swift.internal_endpoint, account = swift.configured_account.as_deref().unwrap_or("(read from Swift)"), key = if swift.key.is_some() { "configured" } else { "read from the account" }, digest = %swift.digest, duration = swift.duration, "Swift TempURLs");
         }
         // Keystone credentials are checked now, but a failure only warns: Keystone may come
         // up later, and nodes with other images still boot.

@@ -27,10 +27,10 @@ pub use error::{ConfigError, ConfigErrors, Locations};
 pub use options::{Options, option_specs};
 pub use secret::{Secret, SecretFile, read_secret_file};
 pub use validate::{
-    CaBundle, DatabaseUrl, GlanceAuth, GlanceSettings, PasswordAuth, Settings, SwiftSettings,
-    TemplateSources,
+    CaBundle, DatabaseUrl, GlanceAuth, GlanceSettings, PasswordAuth, Settings, SwiftAuth,
+    SwiftDiscovery, SwiftSettings, TemplateSources,
 };
-pub use value::{AuthStrategy, GlanceAuthType, Interface, Interfaces};
+pub use value::{AuthStrategy, GlanceAuthType, Interface, Interfaces, SwiftAuthType};
 
 /// Read when `--config` is not given and the file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ironboot/ironboot.conf";
@@ -167,7 +167,10 @@ pub fn render_effective(settings: &Settings) -> String {
             swift.public_endpoint,
             swift.internal_endpoint,
             swift.api_version,
-            swift.account,
+            swift
+                .configured_account
+                .as_deref()
+                .unwrap_or("<the account [swift] signs in to>"),
             swift.container
         );
     }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use super::macros::{DefaultValue, options};
 use super::secret::Secret;
-use super::value::{AuthStrategy, GlanceAuthType, Interfaces};
+use super::value::{AuthStrategy, GlanceAuthType, Interfaces, SwiftAuthType};
 use crate::tempurl::Digest;
 
 fn default_state_path() -> String {
@@ -328,6 +328,47 @@ options! {
         /// so nodes sharing an image cause one Glance request per period, not one each.
         /// Only active images are kept. 0: ask Glance every time. 0 to 3600.
         metadata_cache_ttl: u64 = "30", check seconds::<_, 0, 3600>;
+    }
+
+    /// How ironboot reads the temp-URL key from the Swift account when [glance]
+    /// swift_temp_url_key is not set (Ironic's [swift] group), and re-reads it so that a
+    /// key rotation never breaks a boot.
+    ["swift"] swift: SwiftSection {
+        /// password: a Keystone v3 user and project; Swift is the catalog's object-store
+        /// endpoint and the account is [glance] swift_account_prefix + the project id.
+        /// v1password: Swift's own v1 auth (tempauth, swauth) at auth_url; the account is
+        /// the one of the storage URL it returns. Unset: [glance] swift_temp_url_key is used.
+        auth_type: Option<SwiftAuthType> = UNSET;
+        /// Keystone URL (password), with or without /v3; or Swift's v1 auth URL
+        /// (v1password), e.g. http://swift.example.com:8080/auth/v1.0.
+        auth_url: Option<String> = UNSET, check service_url;
+        /// Keystone user (password), or account:user (v1password).
+        username: Option<String> = UNSET;
+        /// Password of username (the key, for v1password). Never printed.
+        password: Option<Secret> = UNSET;
+        /// (ironboot) File holding the password, so it stays out of this file. Exactly one
+        /// trailing newline is removed. Do not set both this and password.
+        password_file: Option<PathBuf> = UNSET;
+        /// Project the token is scoped to (password); its account holds the images.
+        project_name: Option<String> = UNSET;
+        /// Domain of username (password).
+        user_domain_name: String = "Default",
+            check |d: &String| if d.trim().is_empty() { Err("must not be empty (Keystone's default domain is Default)".into()) } else { Ok(()) };
+        /// Domain of project_name (password).
+        project_domain_name: String = "Default",
+            check |d: &String| if d.trim().is_empty() { Err("must not be empty (Keystone's default domain is Default)".into()) } else { Ok(()) };
+        /// Region of the object-store endpoint in Keystone's catalog (password). Unset:
+        /// the catalog must have one object-store endpoint per interface.
+        region_name: Option<String> = UNSET;
+        /// Interfaces of the catalog's object-store endpoint, tried in this order (password).
+        valid_interfaces: Interfaces = "internal,public", check interfaces;
+        /// (ironboot default; keystoneauth's is none) Seconds each request to Keystone or
+        /// Swift's auth may take, connection included, 1 to 600.
+        timeout: u64 = "10", check seconds::<_, 1, 600>;
+        /// (ironboot) Seconds between two reads of the account's Temp-URL-Key-2 and
+        /// Temp-URL-Key, 10 to 86400. When rotating a key, wait at least this plus
+        /// [glance] swift_temp_url_duration before removing the key ironboot was signing with.
+        temp_url_key_refresh_interval: u64 = "60", check seconds::<_, 10, 86400>;
     }
 
     /// The node database.

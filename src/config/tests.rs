@@ -49,8 +49,10 @@ fn swift_mode_derives_typed_settings() {
     let s = l.settings.swift.unwrap();
     assert_eq!(s.public_endpoint.as_str(), "http://127.0.0.1:8080");
     assert_eq!(s.internal_endpoint, s.public_endpoint);
-    assert_eq!(s.key.expose(), "s3cr3t-key");
-    assert_eq!(s.account, "AUTH_test");
+    assert_eq!(s.key.as_ref().unwrap().expose(), "s3cr3t-key");
+    assert_eq!(s.configured_account.as_deref(), Some("AUTH_test"));
+    assert_eq!(s.account_prefix, "AUTH_");
+    assert!(s.discovery.is_none());
 }
 
 #[test]
@@ -180,7 +182,10 @@ fn key_file_is_read_and_conflicts_with_key() {
         "swift_temp_url_key = s3cr3t-key\n",
         &format!("swift_temp_url_key_file = {}\n", key.display()),
     );
-    assert_eq!(ok(&text).settings.swift.unwrap().key.expose(), "from-file");
+    assert_eq!(
+        ok(&text).settings.swift.unwrap().key.unwrap().expose(),
+        "from-file"
+    );
 
     let both = format!("{SWIFT}swift_temp_url_key_file = {}\n", key.display());
     let errs = errors(&both);
@@ -446,6 +451,9 @@ fn new_options_have_their_defaults() {
     assert_eq!(o.httpboot.header_timeout, 30);
     assert_eq!(o.httpboot.keepalive_timeout, 75);
     assert_eq!(o.httpboot.max_connections, 0);
+    assert_eq!(o.swift.temp_url_key_refresh_interval, 60);
+    assert_eq!(o.swift.timeout, 10);
+    assert!(o.swift.auth_type.is_none());
 }
 
 /// Every integer option, with the lowest and highest value it takes. A new integer option
@@ -466,6 +474,8 @@ const RANGES: &[(&str, &str, u64, u64)] = &[
     ("glance", "timeout", 1, 600),
     ("glance", "num_retries", 0, 10),
     ("glance", "metadata_cache_ttl", 0, 3600),
+    ("swift", "timeout", 1, 600),
+    ("swift", "temp_url_key_refresh_interval", 10, 86400),
     ("database", "max_pool_size", 1, 1000),
     ("api", "port", 1, 65535),
     ("api", "header_timeout", 1, 3600),
@@ -862,14 +872,17 @@ fn regression_token_file_with_two_newlines_locks_everyone_out() {
         "swift_temp_url_key = s3cr3t-key\n",
         &format!("swift_temp_url_key_file = {}\n", key.display()),
     ));
-    assert_eq!(l.settings.swift.unwrap().key.expose(), "from-file");
+    assert_eq!(l.settings.swift.unwrap().key.unwrap().expose(), "from-file");
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     std::fs::write(&key, " from-file\n").unwrap();
     let l = ok(&SWIFT.replace(
         "swift_temp_url_key = s3cr3t-key\n",
         &format!("swift_temp_url_key_file = {}\n", key.display()),
     ));
-    assert_eq!(l.settings.swift.unwrap().key.expose(), " from-file");
+    assert_eq!(
+        l.settings.swift.unwrap().key.unwrap().expose(),
+        " from-file"
+    );
     assert!(
         l.warnings.iter().any(
             |w| w.contains("glance.swift_temp_url_key_file: the secret in")
@@ -1172,4 +1185,87 @@ fn glance_secrets_never_appear_in_check_output_or_debug() {
     }
     let errs = errors(&format!("{SWIFT}{GLANCE}timeout = 0\n"));
     assert!(errs.iter().all(|e| !e.contains("pa55-word")));
+}
+
+const SWIFT_NO_KEY: &str =
+    "[ipxe]\nuse_swift = true\n[glance]\nswift_endpoint_url = http://127.0.0.1:8080\n";
+
+#[test]
+fn swift_credentials_replace_the_key_and_the_account() {
+    // v1 auth: neither key nor account configured
+    let l = ok(&format!(
+        "{SWIFT_NO_KEY}[swift]\nauth_type = v1password\nauth_url = http://127.0.0.1:8080/auth/v1.0\n\
+         username = test:tester\npassword = testing\ntemp_url_key_refresh_interval = 30\n"
+    ));
+    let s = l.settings.swift.unwrap();
+    assert!(s.key.is_none() && s.configured_account.is_none());
+    let d = s.discovery.unwrap();
+    assert_eq!(d.refresh, std::time::Duration::from_secs(30));
+    match d.auth {
+        SwiftAuth::V1 {
+            auth_url,
+            username,
+            password,
+        } => {
+            assert_eq!(auth_url, "http://127.0.0.1:8080/auth/v1.0");
+            assert_eq!(username, "test:tester");
+            assert_eq!(password.expose(), "testing");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+
+    // Keystone, with the prefix's "_" added
+    let l = ok(&format!(
+        "{SWIFT_NO_KEY}swift_account_prefix = KEY\n[swift]\nauth_type = password\n\
+         auth_url = http://127.0.0.1:5000\nusername = u\npassword = p\nproject_name = service\n"
+    ));
+    let s = l.settings.swift.unwrap();
+    assert_eq!(s.account_prefix, "KEY_");
+    assert!(matches!(
+        s.discovery.unwrap().auth,
+        SwiftAuth::Keystone { ref auth, .. } if auth.project_name == "service"
+    ));
+
+    // without credentials, key and account are required, and the error says how else
+    let errs = errors(SWIFT_NO_KEY);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("glance.swift_temp_url_key: is required")
+                && e.contains("[swift] auth_type")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("glance.swift_account: is required")),
+        "{errs:?}"
+    );
+
+    // both a key and credentials: the key wins, with a warning
+    let l = ok(&format!(
+        "{SWIFT}[swift]\nauth_type = v1password\nauth_url = http://127.0.0.1:8080/auth/v1.0\n\
+         username = a:u\npassword = p\n"
+    ));
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("swift.auth_type") && w.contains("configured key is used")),
+        "{:?}",
+        l.warnings
+    );
+    // credentials without auth_type are ignored, with a warning
+    let l = ok("[swift]\nusername = a:u\npassword = p\n");
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("swift.username") && w.contains("auth_type is not set")),
+        "{:?}",
+        l.warnings
+    );
+    // the password is never printed
+    let l = ok(&format!(
+        "{SWIFT_NO_KEY}[swift]\nauth_type = v1password\nauth_url = http://127.0.0.1:8080/auth/v1.0\n\
+         username = a:u\npassword = hunter2-secret\n"
+    ));
+    assert!(!format!("{:?}", l.settings).contains("hunter2-secret"));
 }

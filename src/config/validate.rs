@@ -10,7 +10,7 @@ use url::{Position, Url};
 use super::error::{ConfigError, Locations};
 use super::options::Options;
 use super::secret::{self, REDACTED, Secret};
-use super::value::{AuthStrategy, GlanceAuthType, Interface};
+use super::value::{AuthStrategy, GlanceAuthType, Interface, SwiftAuthType};
 use crate::ipxe::{IpxeError, MasterContext, Templates};
 use crate::tempurl::{self, Digest, Endpoint};
 
@@ -22,14 +22,49 @@ pub struct SwiftSettings {
     /// What this conductor uses for its own requests (HEAD checks).
     pub internal_endpoint: Endpoint,
     pub api_version: String,
-    pub account: String,
+    /// `[glance] swift_account_prefix` with its `_`.
+    pub account_prefix: String,
     pub container: String,
     pub seed: u8,
-    pub key: Secret,
+    /// `[glance] swift_temp_url_key`; `None`: read from the account by `discovery`.
+    pub key: Option<Secret>,
+    /// `[glance] swift_account`; `None`: learned by `discovery`.
+    pub configured_account: Option<String>,
+    /// How the key (and the account) are read from Swift; `Some` when `[swift] auth_type`
+    /// is set.
+    pub discovery: Option<SwiftDiscovery>,
     pub digest: Digest,
     pub duration: u64,
     pub start_delay: u64,
     pub ip_range: Option<String>,
+}
+
+/// How ironboot reads the account's temp-URL keys: `[swift]`.
+#[derive(Debug, Clone)]
+pub struct SwiftDiscovery {
+    pub auth: SwiftAuth,
+    /// Each request to Keystone or Swift, connection included.
+    pub timeout: std::time::Duration,
+    /// Between two reads of the keys.
+    pub refresh: std::time::Duration,
+}
+
+/// The credentials of `[swift]`.
+#[derive(Debug, Clone)]
+pub enum SwiftAuth {
+    /// Keystone v3; Swift is the catalog's object-store endpoint.
+    Keystone {
+        auth: PasswordAuth,
+        region_name: Option<String>,
+        interfaces: Vec<Interface>,
+    },
+    /// Swift's v1 auth (tempauth, swauth).
+    V1 {
+        auth_url: String,
+        /// `account:user`.
+        username: String,
+        password: Secret,
+    },
 }
 
 /// How ironboot reads image metadata from Glance: present when `[glance] auth_type` is set.
@@ -519,6 +554,135 @@ fn glance_settings(
     })
 }
 
+/// `[swift]`: the credentials ironboot reads the account's temp-URL keys with.
+fn swift_discovery(
+    options: &Options,
+    at: &Locations,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> Option<SwiftDiscovery> {
+    let w = &options.swift;
+    let Some(auth_type) = w.auth_type else {
+        let set: Vec<&str> = [
+            ("auth_url", w.auth_url.is_some()),
+            ("username", w.username.is_some()),
+            ("password", w.password.is_some()),
+            ("password_file", w.password_file.is_some()),
+            ("project_name", w.project_name.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(name, _)| name)
+        .collect();
+        if let Some(first) = set.first() {
+            warnings.push(at.warning(
+                &format!("swift.{first}"),
+                format!(
+                    "is ignored because swift.auth_type is not set ({} set); set auth_type = \
+                     password (Keystone) or v1password (tempauth) to read the temp-URL key from \
+                     the account",
+                    set.join(", ")
+                ),
+            ));
+        }
+        return None;
+    };
+    let before = errors.len();
+    let password = match (&w.password, &w.password_file) {
+        (Some(_), Some(_)) => {
+            errors.push(at.error(
+                "swift.password_file",
+                "is set together with swift.password; keep only one of them",
+            ));
+            None
+        }
+        (Some(p), None) if !p.expose().is_empty() => Some(p.clone()),
+        (None, Some(path)) => secret_file(at, "swift.password_file", path, errors, warnings),
+        _ => None,
+    };
+    let type_name = match auth_type {
+        SwiftAuthType::Password => "password",
+        SwiftAuthType::V1Password => "v1password",
+    };
+    let mut required = |option: &str, value: Option<&String>, example: &str| {
+        if value.is_none_or(|v| v.trim().is_empty()) {
+            errors.push(at.error_near(
+                option,
+                &["swift.auth_type"],
+                format!("is required when swift.auth_type = {type_name}: {example}"),
+            ));
+        }
+    };
+    match auth_type {
+        SwiftAuthType::Password => {
+            required(
+                "swift.auth_url",
+                w.auth_url.as_ref(),
+                "set Keystone's URL, e.g. http://keystone.example.com:5000/v3",
+            );
+            required(
+                "swift.username",
+                w.username.as_ref(),
+                "set the Keystone user that may read the account's metadata",
+            );
+            required(
+                "swift.project_name",
+                w.project_name.as_ref(),
+                "set the project whose Swift account holds the images, e.g. service",
+            );
+        }
+        SwiftAuthType::V1Password => {
+            required(
+                "swift.auth_url",
+                w.auth_url.as_ref(),
+                "set Swift's v1 auth URL, e.g. http://swift.example.com:8080/auth/v1.0",
+            );
+            required(
+                "swift.username",
+                w.username.as_ref(),
+                "set the tempauth user as account:user, e.g. glance:glance",
+            );
+        }
+    }
+    if password.is_none() && w.password_file.is_none() {
+        errors.push(at.error_near(
+            "swift.password",
+            &["swift.auth_type"],
+            format!(
+                "is required when swift.auth_type = {type_name}: set it, or swift.password_file"
+            ),
+        ));
+    }
+    if errors.len() > before {
+        return None;
+    }
+    let password = password?;
+    let auth = match auth_type {
+        SwiftAuthType::Password => SwiftAuth::Keystone {
+            auth: PasswordAuth {
+                auth_url: w.auth_url.clone().unwrap_or_default(),
+                username: w.username.clone().unwrap_or_default(),
+                password,
+                project_name: w.project_name.clone().unwrap_or_default(),
+                user_domain_name: w.user_domain_name.clone(),
+                project_domain_name: w.project_domain_name.clone(),
+            },
+            region_name: w.region_name.clone(),
+            interfaces: w.valid_interfaces.0.clone(),
+        },
+        SwiftAuthType::V1Password => SwiftAuth::V1 {
+            auth_url: w.auth_url.clone().unwrap_or_default(),
+            username: w.username.clone().unwrap_or_default(),
+            password,
+        },
+    };
+    Some(SwiftDiscovery {
+        auth,
+        timeout: std::time::Duration::from_secs(w.timeout),
+        refresh: std::time::Duration::from_secs(w.temp_url_key_refresh_interval),
+    })
+}
+
 /// Applies the rules that involve several options.
 pub(crate) fn validate(
     options: Options,
@@ -596,15 +760,25 @@ pub(crate) fn validate(
     let public = endpoint_ok(public);
     let internal = endpoint_ok(internal);
 
-    let swift = match (&public, &g.swift_account, &key) {
-        (Some(public), Some(account), Some(key)) => Some(SwiftSettings {
+    let discovery = swift_discovery(&options, at, errors, warnings);
+    let prefix = if g.swift_account_prefix.ends_with('_') {
+        g.swift_account_prefix.clone()
+    } else {
+        format!("{}_", g.swift_account_prefix)
+    };
+    let key_known = key.is_some() || discovery.is_some();
+    let account_known = g.swift_account.is_some() || discovery.is_some();
+    let swift = match &public {
+        Some(public) if key_known && account_known => Some(SwiftSettings {
             internal_endpoint: internal.clone().unwrap_or_else(|| public.clone()),
             public_endpoint: public.clone(),
             api_version: g.swift_api_version.clone(),
-            account: account.clone(),
+            account_prefix: prefix,
             container: g.swift_container.clone(),
             seed: g.swift_store_multiple_containers_seed,
             key: key.clone(),
+            configured_account: g.swift_account.clone(),
+            discovery: discovery.clone(),
             digest: g.swift_temp_url_digest,
             duration: g.swift_temp_url_duration,
             start_delay: g.swift_temp_url_expected_download_start_delay,
@@ -620,21 +794,35 @@ pub(crate) fn validate(
                 "is required when ipxe.use_swift = true: set the Swift endpoint nodes reach, e.g. http://swift.example.com:8080",
             ));
         }
-        if g.swift_account.is_none() {
+        if !account_known {
             errors.push(at.error_near(
                 "glance.swift_account",
                 &["ipxe.use_swift"],
-                "is required when ipxe.use_swift = true: set the account that holds the images, e.g. AUTH_<project id>",
+                "is required when ipxe.use_swift = true: set the account that holds the images, e.g. AUTH_<project id>, \
+                 or set [swift] auth_type and its credentials to learn it from Swift",
             ));
         }
-        if key.is_none() && g.swift_temp_url_key_file.is_none() {
+        if key.is_none() && g.swift_temp_url_key_file.is_none() && discovery.is_none() {
             errors.push(at.error_near(
                 "glance.swift_temp_url_key",
                 &["ipxe.use_swift"],
                 "is required when ipxe.use_swift = true: set it, or glance.swift_temp_url_key_file, to the \
-                 account's or container's Temp-URL-Key",
+                 account's or container's Temp-URL-Key, or set [swift] auth_type and its credentials to \
+                 read the account's key from Swift",
             ));
         }
+    } else if discovery.is_some() {
+        warnings.push(at.warning(
+            "swift.auth_type",
+            "is set, but temp-URL keys are used only in swift mode ([ipxe] use_swift = true)",
+        ));
+    }
+    if key.is_some() && discovery.is_some() {
+        warnings.push(at.warning(
+            "swift.auth_type",
+            "is set together with glance.swift_temp_url_key: the configured key is used and the \
+             account's keys are not read",
+        ));
     }
 
     let glance = glance_settings(&options, at, errors, warnings);

@@ -189,6 +189,44 @@ impl OptionValue for GlanceAuthType {
     }
 }
 
+/// How ironboot signs in to Swift to read the account's temp-URL keys (`[swift] auth_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwiftAuthType {
+    /// Keystone v3 password authentication, scoped to a project; Swift is the catalog's
+    /// object-store endpoint (Ironic's `[swift]` group).
+    Password,
+    /// Swift's own v1 auth (tempauth, swauth): `X-Auth-User`/`X-Auth-Key` at `auth_url`.
+    V1Password,
+}
+
+impl OptionValue for SwiftAuthType {
+    const TYPE_NAME: &'static str = "string value, one of password, v1password";
+
+    fn parse(raw: &str) -> Result<Self, String> {
+        match raw {
+            "password" | "v3password" => Ok(SwiftAuthType::Password),
+            "v1password" => Ok(SwiftAuthType::V1Password),
+            "none" | "noauth" => Err(
+                "reading the account's temp-URL key needs credentials; use password or \
+                 v1password, or leave auth_type unset and set [glance] swift_temp_url_key"
+                    .into(),
+            ),
+            _ => Err(
+                "expected password (Keystone) or v1password (Swift's v1 auth, e.g. tempauth)"
+                    .into(),
+            ),
+        }
+    }
+
+    fn render(&self) -> String {
+        match self {
+            SwiftAuthType::Password => "password",
+            SwiftAuthType::V1Password => "v1password",
+        }
+        .into()
+    }
+}
+
 /// An interface of a catalog endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Interface {

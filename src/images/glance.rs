@@ -354,6 +354,7 @@ impl GlanceClient {
                 ),
             },
             GlanceAuth::Password(auth) => Access::Keystone(Box::new(KeystoneClient::new(
+                super::keystone::IMAGE,
                 http.clone(),
                 auth.clone(),
                 settings.interfaces.clone(),
@@ -404,7 +405,7 @@ impl GlanceClient {
             Access::Keystone(k) => match k.token().await {
                 Ok(t) => Ok(format!(
                     "Glance at {} as {}; the Keystone token expires at {}",
-                    t.image_endpoint,
+                    t.endpoint,
                     k.identity(),
                     t.expires_at
                 )),
@@ -460,7 +461,7 @@ impl GlanceClient {
                     id: id.into(),
                     source,
                 })?;
-                Ok((t.image_endpoint.clone(), Some(t)))
+                Ok((t.endpoint.clone(), Some(t)))
             }
         }
     }
@@ -560,7 +561,7 @@ impl GlanceClient {
                             source,
                         }
                     })?;
-                    endpoint = fresh.image_endpoint.clone();
+                    endpoint = fresh.endpoint.clone();
                     token = Some(fresh);
                 }
                 StatusCode::NOT_FOUND => {
@@ -676,7 +677,8 @@ impl GlanceSource {
             ));
         }
         let s = self.swift.settings();
-        let path = paths::image_path(&s.api_version, &s.account, &s.container, s.seed, &info.id)
+        let account = self.swift.account(field)?;
+        let path = paths::image_path(&s.api_version, &account, &s.container, s.seed, &info.id)
             .ok_or_else(|| {
                 Self::error(
                     field,
@@ -696,7 +698,7 @@ impl GlanceSource {
                     field,
                     GlanceError::ObjectMissing {
                         id: info.id.clone(),
-                        account: s.account.clone(),
+                        account: account.clone(),
                         container: paths::container_for(&s.container, s.seed, &info.id),
                         object: info.id.clone(),
                         path: path.clone(),
@@ -788,8 +790,9 @@ impl ImageSource for GlanceSource {
     fn locate(&self, field: &str, image: &ImageRef) -> Result<String, ImageError> {
         let id = image_id(field, image)?;
         let s = self.swift.settings();
+        let account = self.swift.account(field)?;
         Ok(
-            paths::image_path(&s.api_version, &s.account, &s.container, s.seed, &id)
+            paths::image_path(&s.api_version, &account, &s.container, s.seed, &id)
                 .expect("a parsed UUID is UUID-like"),
         )
     }

@@ -41,11 +41,12 @@ pub enum KeystoneError {
     Unreachable { url: String, detail: String },
     #[error(
         "Keystone at {url} refused the credentials of user {user:?} (domain {user_domain:?}) for \
-         project {project:?} (domain {project_domain:?}) with {status}: check [glance] username, \
+         project {project:?} (domain {project_domain:?}) with {status}: check [{section}] username, \
          password (or password_file), project_name, user_domain_name and project_domain_name, \
          and that the user has a role in the project"
     )]
     AuthFailed {
+        section: &'static str,
         url: String,
         user: String,
         user_domain: String,
@@ -55,8 +56,11 @@ pub enum KeystoneError {
     },
     #[error("Keystone at {url}: {detail}")]
     Protocol { url: String, detail: String },
-    #[error("no image endpoint in Keystone's catalog: {detail}")]
-    NoEndpoint { detail: String },
+    #[error("no {service_type} endpoint in Keystone's catalog: {detail}")]
+    NoEndpoint {
+        service_type: &'static str,
+        detail: String,
+    },
 }
 
 impl KeystoneError {
@@ -77,8 +81,9 @@ pub struct Token {
     pub value: Secret,
     /// The project it is scoped to (for messages and Swift account names).
     pub project_id: String,
-    /// Glance's URL: `endpoint_override` or the catalog's, without a trailing `/` or `/v2`.
-    pub image_endpoint: String,
+    /// The service's URL: `endpoint_override` or the catalog's; Glance's without a trailing
+    /// `/` or `/v2`.
+    pub endpoint: String,
     /// Keystone's `expires_at`, as Keystone wrote it.
     pub expires_at: String,
     /// Our clock's time (Unix ms) from which the token is renewed before it is used.
@@ -154,18 +159,32 @@ pub fn normalize_image_endpoint(url: &str) -> String {
 /// are ambiguous.
 pub fn select_endpoint(
     catalog: &[CatalogEndpoint],
-    service_type: &str,
+    service: &CatalogService,
     interfaces: &[Interface],
     region: Option<&str>,
 ) -> Result<String, String> {
+    let service_type = service.service_type;
+    let section = service.section;
+    let normalize = |url: &str| {
+        if service.strip_version {
+            normalize_image_endpoint(url)
+        } else {
+            url.trim_end_matches('/').to_string()
+        }
+    };
     let of_type: Vec<&CatalogEndpoint> = catalog
         .iter()
         .filter(|e| e.service_type == service_type)
         .collect();
     if of_type.is_empty() {
         return Err(format!(
-            "the catalog has no {service_type:?} service; register Glance in Keystone, or set \
-             [glance] endpoint_override"
+            "the catalog has no {service_type:?} service; register {} in Keystone{}",
+            service.name,
+            if service.strip_version {
+                ", or set [glance] endpoint_override"
+            } else {
+                ""
+            }
         ));
     }
     for interface in interfaces {
@@ -178,19 +197,15 @@ pub fn select_endpoint(
         let Some(first) = matches.first() else {
             continue;
         };
-        let url = normalize_image_endpoint(&first.url);
-        if region.is_none()
-            && matches
-                .iter()
-                .any(|e| normalize_image_endpoint(&e.url) != url)
-        {
+        let url = normalize(&first.url);
+        if region.is_none() && matches.iter().any(|e| normalize(&e.url) != url) {
             let regions: Vec<String> = matches
                 .iter()
                 .map(|e| e.region.clone().unwrap_or_else(|| "<none>".into()))
                 .collect();
             return Err(format!(
                 "the catalog has {} {interface} {service_type} endpoints (regions {}); set \
-                 [glance] region_name",
+                 [{section}] region_name",
                 matches.len(),
                 regions.join(", ")
             ));
@@ -208,7 +223,7 @@ pub fn select_endpoint(
         })
         .collect();
     Err(format!(
-        "none of the {service_type} endpoints matches [glance] valid_interfaces = {}{} (the \
+        "none of the {service_type} endpoints matches [{section}] valid_interfaces = {}{} (the \
          catalog has: {})",
         interfaces
             .iter()
@@ -302,9 +317,38 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     super::swift::describe(e)
 }
 
+/// The service a [`KeystoneClient`] finds in the catalog, and the config section its
+/// options live in (for messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogService {
+    pub section: &'static str,
+    pub service_type: &'static str,
+    /// Its name in messages.
+    pub name: &'static str,
+    /// Glance's URLs lose their version; Swift's keep their account.
+    pub strip_version: bool,
+}
+
+/// Glance, for `[glance]`.
+pub const IMAGE: CatalogService = CatalogService {
+    section: "glance",
+    service_type: "image",
+    name: "Glance",
+    strip_version: true,
+};
+
+/// Swift, for `[swift]`.
+pub const OBJECT_STORE: CatalogService = CatalogService {
+    section: "swift",
+    service_type: "object-store",
+    name: "Swift",
+    strip_version: false,
+};
+
 /// Keystone v3 password authentication with one kept token.
 #[derive(Debug)]
 pub struct KeystoneClient {
+    service: CatalogService,
     http: reqwest::Client,
     auth: PasswordAuth,
     interfaces: Vec<Interface>,
@@ -325,6 +369,7 @@ pub struct KeystoneClient {
 
 impl KeystoneClient {
     pub fn new(
+        service: CatalogService,
         http: reqwest::Client,
         auth: PasswordAuth,
         interfaces: Vec<Interface>,
@@ -333,6 +378,7 @@ impl KeystoneClient {
         clock: Arc<dyn Clock>,
     ) -> KeystoneClient {
         KeystoneClient {
+            service,
             http,
             auth,
             interfaces,
@@ -416,7 +462,8 @@ impl KeystoneClient {
         }
         tracing::info!(
             user = %self.identity(),
-            "Glance refused the Keystone token (401); getting a new one"
+            "{} refused the Keystone token (401); getting a new one",
+            self.service.name
         );
         self.renew(&mut slot).await
     }
@@ -432,8 +479,9 @@ impl KeystoneClient {
                         return Err(KeystoneError::Protocol {
                             url: url.clone(),
                             detail: format!(
-                                "[glance] auth_url names Identity {v}; ironboot speaks v3 only: \
-                                 give the v3 URL or Keystone's root URL"
+                                "[{}] auth_url names Identity {v}; ironboot speaks v3 only: \
+                                 give the v3 URL or Keystone's root URL",
+                                self.service.section
                             ),
                         });
                     }
@@ -462,7 +510,8 @@ impl KeystoneClient {
                 url: root.to_string(),
                 detail: format!(
                     "version discovery answered {status}, not 300 with Keystone's versions: is \
-                     [glance] auth_url Keystone's URL?"
+                     [{}] auth_url Keystone's URL?",
+                    self.service.section
                 ),
             });
         }
@@ -513,6 +562,7 @@ impl KeystoneClient {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             tracing::debug!(url = %v3, %status, user = %self.identity(), "Keystone refused the credentials");
             return Err(KeystoneError::AuthFailed {
+                section: self.service.section,
                 url: v3,
                 user: a.username.clone(),
                 user_domain: a.user_domain_name.clone(),
@@ -562,15 +612,18 @@ impl KeystoneClient {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let image_endpoint = match &self.endpoint_override {
+        let endpoint = match &self.endpoint_override {
             Some(url) => normalize_image_endpoint(url),
             None => select_endpoint(
                 &parse_catalog(&token["catalog"]),
-                "image",
+                &self.service,
                 &self.interfaces,
                 self.region.as_deref(),
             )
-            .map_err(|detail| KeystoneError::NoEndpoint { detail })?,
+            .map_err(|detail| KeystoneError::NoEndpoint {
+                service_type: self.service.service_type,
+                detail,
+            })?,
         };
         let renew_at_ms = renew_at_ms(sent_at, lifetime);
         tracing::info!(
@@ -578,13 +631,14 @@ impl KeystoneClient {
             project_id = %project_id,
             expires_at = %expires_at,
             lifetime_s = lifetime,
-            glance = %image_endpoint,
+            endpoint = %endpoint,
+            service = self.service.name,
             "Keystone token obtained"
         );
         Ok(Token {
             value,
             project_id,
-            image_endpoint,
+            endpoint,
             expires_at,
             renew_at_ms,
         })
@@ -666,7 +720,7 @@ mod tests {
             ep("image", "admin", Some("RegionOne"), "http://admin:9292")
         );
         use Interface::*;
-        let pick = |i: &[Interface], r: Option<&str>| select_endpoint(&catalog, "image", i, r);
+        let pick = |i: &[Interface], r: Option<&str>| select_endpoint(&catalog, &IMAGE, i, r);
         assert_eq!(
             pick(&[Internal, Public], Some("RegionOne")).unwrap(),
             "http://internal:9292"
@@ -698,7 +752,7 @@ mod tests {
                 && e.contains("internal in RegionTwo"),
             "{e}"
         );
-        let e = select_endpoint(&catalog, "object-store", &[Public], None).unwrap_err();
+        let e = select_endpoint(&catalog, &OBJECT_STORE, &[Public], None).unwrap_err();
         assert!(e.contains("no \"object-store\" service"), "{e}");
     }
 
@@ -739,6 +793,7 @@ mod tests {
     #[test]
     fn errors_name_the_user_and_never_hold_the_password() {
         let e = KeystoneError::AuthFailed {
+            section: "glance",
             url: "http://ks/v3".into(),
             user: "ironboot".into(),
             user_domain: "Default".into(),
@@ -763,6 +818,7 @@ mod tests {
             project_domain_name: "Default".into(),
         };
         let client = KeystoneClient::new(
+            IMAGE,
             reqwest::Client::new(),
             auth,
             vec![Interface::Public],
@@ -775,7 +831,7 @@ mod tests {
         let token = Token {
             value: Secret::new("gAAAAAtoken"),
             project_id: "p".into(),
-            image_endpoint: "http://g".into(),
+            endpoint: "http://g".into(),
             expires_at: String::new(),
             renew_at_ms: 0,
         };

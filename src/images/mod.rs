@@ -24,6 +24,7 @@ pub mod glance;
 pub mod http;
 pub mod keystone;
 pub mod swift;
+pub mod swift_keys;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -5,13 +5,15 @@
 //! 200 proves exactly what the node will need: the object exists and the key, digest and
 //! path rules are right.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::swift_keys::SwiftKeys;
 use super::{CheckFuture, ImageDetails, ImageError, ImageRef, ImageSource, InspectFuture};
 use crate::code::ErrorCode;
 use crate::config::SwiftSettings;
 use crate::node::{PreparedImage, SourceKind};
-use crate::tempurl::{Method, Request, Signer};
+use crate::tempurl::{Method, Request};
 
 /// What Swift said about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +36,26 @@ pub enum SwiftError {
     Refused { path: String, digest: String },
     #[error("Swift answered {status} for {path}")]
     Status { path: String, status: u16 },
+    #[error("no Swift temp-URL key is known yet: {detail}")]
+    KeyUnknown { detail: String },
+    #[error(
+        "Swift account {account} has neither Temp-URL-Key-2 nor Temp-URL-Key; set one (swift \
+         post -m Temp-URL-Key:<key>), or set [glance] swift_temp_url_key"
+    )]
+    NoKey { account: String },
+    #[error(
+        "{url} refused the credentials of {user:?} with {status}: check [swift] username and \
+         password (or password_file)"
+    )]
+    AuthRefused {
+        url: String,
+        user: String,
+        status: u16,
+    },
+    #[error("Swift's auth at {url}: {detail}")]
+    AuthProtocol { url: String, detail: String },
+    #[error("[swift] Keystone: {0}")]
+    Keystone(Box<super::keystone::KeystoneError>),
 }
 
 impl SwiftError {
@@ -42,8 +64,20 @@ impl SwiftError {
             SwiftError::Unreachable { .. } => ErrorCode::SwiftUnreachable,
             SwiftError::NotFound { .. } => ErrorCode::ImageNotFound,
             SwiftError::Refused { .. } => ErrorCode::SwiftRefusedTempurl,
-            SwiftError::Status { .. } => ErrorCode::SwiftError,
+            SwiftError::Status { .. } | SwiftError::AuthProtocol { .. } => ErrorCode::SwiftError,
+            SwiftError::KeyUnknown { .. } | SwiftError::NoKey { .. } => {
+                ErrorCode::SwiftKeyUnavailable
+            }
+            SwiftError::AuthRefused { .. } => ErrorCode::SwiftAuthFailed,
+            SwiftError::Keystone(e) => match e.code() {
+                ErrorCode::KeystoneAuthFailed => ErrorCode::SwiftAuthFailed,
+                other => other,
+            },
         }
+    }
+
+    pub(crate) fn keystone(e: super::keystone::KeystoneError) -> SwiftError {
+        SwiftError::Keystone(Box::new(e))
     }
 }
 
@@ -52,11 +86,11 @@ impl SwiftError {
 pub struct SwiftClient {
     http: reqwest::Client,
     settings: SwiftSettings,
-    signer: Signer,
+    keys: Arc<SwiftKeys>,
 }
 
 impl SwiftClient {
-    pub fn new(settings: SwiftSettings, timeout: Duration) -> SwiftClient {
+    pub fn new(settings: SwiftSettings, keys: Arc<SwiftKeys>, timeout: Duration) -> SwiftClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("ironboot/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
@@ -64,20 +98,21 @@ impl SwiftClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a reqwest client with rustls builds");
-        let signer = Signer::new(settings.key.expose().as_bytes(), settings.digest);
         SwiftClient {
             http,
             settings,
-            signer,
+            keys,
         }
     }
 
-    /// The unencoded object path of `CONTAINER/OBJECT` in the configured account.
-    pub fn object_path(settings: &SwiftSettings, container: &str, object: &str) -> String {
-        format!(
-            "/{}/{}/{container}/{object}",
-            settings.api_version, settings.account
-        )
+    /// The unencoded object path of `CONTAINER/OBJECT` in `account`.
+    pub fn object_path(
+        settings: &SwiftSettings,
+        account: &str,
+        container: &str,
+        object: &str,
+    ) -> String {
+        format!("/{}/{account}/{container}/{object}", settings.api_version)
     }
 
     /// HEADs an object through a GET TempURL valid for a minute.
@@ -85,7 +120,8 @@ impl SwiftClient {
         let get = Method::get();
         let mut req = Request::new(&get, path, now + 60);
         req.ip_range = None; // the conductor is not on the nodes' network
-        let url = self
+        let keys = self.keys.current()?;
+        let url = keys
             .signer
             .sign(&req)
             .map_err(|e| SwiftError::Status {
@@ -156,16 +192,36 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
 #[derive(Debug)]
 pub struct SwiftSource {
     settings: SwiftSettings,
-    signer: Signer,
+    keys: Arc<SwiftKeys>,
     client: SwiftClient,
 }
 
 impl SwiftSource {
-    pub fn new(settings: SwiftSettings, timeout: Duration) -> SwiftSource {
+    pub fn new(settings: SwiftSettings, keys: Arc<SwiftKeys>, timeout: Duration) -> SwiftSource {
         SwiftSource {
-            signer: Signer::new(settings.key.expose().as_bytes(), settings.digest),
-            client: SwiftClient::new(settings.clone(), timeout),
+            client: SwiftClient::new(settings.clone(), keys.clone(), timeout),
+            keys,
             settings,
+        }
+    }
+
+    /// The key and account in use.
+    pub fn keys(&self) -> &Arc<SwiftKeys> {
+        &self.keys
+    }
+
+    /// The account images are in: configured, or read from Swift.
+    pub fn account(&self, field: &str) -> Result<String, ImageError> {
+        match &self.settings.configured_account {
+            Some(a) => Ok(a.clone()),
+            None => self
+                .keys
+                .current()
+                .map(|k| k.account.clone())
+                .map_err(|source| ImageError::Swift {
+                    field: field.into(),
+                    source,
+                }),
         }
     }
 
@@ -246,9 +302,12 @@ impl ImageSource for SwiftSource {
 
     fn locate(&self, field: &str, image: &ImageRef) -> Result<String, ImageError> {
         match image {
-            ImageRef::Swift { container, object } => {
-                Ok(SwiftClient::object_path(&self.settings, container, object))
-            }
+            ImageRef::Swift { container, object } => Ok(SwiftClient::object_path(
+                &self.settings,
+                &self.account(field)?,
+                container,
+                object,
+            )),
             other => Err(ImageError::not_mine(field, other, "swift://")),
         }
     }
@@ -260,7 +319,11 @@ impl ImageSource for SwiftSource {
         expires: i64,
         out: &mut String,
     ) -> Result<bool, ImageError> {
-        self.signer
+        let keys = self.keys.current().map_err(|source| ImageError::Swift {
+            field: field.into(),
+            source,
+        })?;
+        keys.signer
             .write_get_url(
                 out,
                 &self.settings.public_endpoint,

@@ -39,9 +39,11 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | GlanceImageNotActive => StatusCode::CONFLICT,
         SwiftRefusedTempurl | SwiftUnreachable | SwiftError | GlanceObjectNotFound
         | GlanceUnreachable | GlanceError | KeystoneAuthFailed | KeystoneUnreachable
-        | KeystoneError => StatusCode::BAD_GATEWAY,
+        | KeystoneError | SwiftAuthFailed => StatusCode::BAD_GATEWAY,
         GlanceTimeout => StatusCode::GATEWAY_TIMEOUT,
-        RequestTimeout | DatabaseUnavailable | DatabaseGone => StatusCode::SERVICE_UNAVAILABLE,
+        RequestTimeout | DatabaseUnavailable | DatabaseGone | SwiftKeyUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         RenderFailed | CorruptRecord => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -487,7 +487,20 @@ const ANY_VALUE_IS_VALID: &[&str] = &[
     "glance.swift_temp_url_key",
     // any region name may be in a catalog
     "glance.region_name",
+    "swift.region_name",
 ];
+
+/// `[swift] auth_type = password` with every option it needs but the one under test.
+const SWIFT_PASSWORD_BUT: &str = "[swift]\nauth_type = password\nauth_url = http://127.0.0.1:5000\n\
+                                  username = u\npassword = p\nproject_name = p\n";
+
+/// `[swift] auth_type = v1password` with every option it needs but the one under test.
+const SWIFT_V1_BUT: &str = "[swift]\nauth_type = v1password\n\
+                            auth_url = http://127.0.0.1:8080/auth/v1.0\nusername = a:u\npassword = p\n";
+
+/// `[swift] auth_type = password` with every option it needs but a password.
+const SWIFT_NO_PASSWORD: &str = "[swift]\nauth_type = password\nauth_url = http://127.0.0.1:5000\n\
+                                 username = u\nproject_name = p\n";
 
 /// `[glance] auth_type = password` with every option it needs but the one under test.
 const GLANCE_PASSWORD_BUT: &str = "[glance]\nauth_type = password\nauth_url = http://127.0.0.1:5000\n\
@@ -583,6 +596,29 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
     ("glance.timeout", "601", ""),
     ("glance.num_retries", "11", ""),
     ("glance.metadata_cache_ttl", "3601", ""),
+    ("swift.auth_type", "none", ""),
+    ("swift.auth_type", "tempauth", ""),
+    ("swift.auth_url", "ftp://keystone:5000", ""),
+    ("swift.auth_url", "http://admin:pw@swift:8080/auth/v1.0", ""),
+    ("swift.auth_url", "", SWIFT_V1_BUT),
+    ("swift.username", "", SWIFT_PASSWORD_BUT),
+    ("swift.username", "", SWIFT_V1_BUT),
+    ("swift.password", "", SWIFT_PASSWORD_BUT),
+    ("swift.password", "", SWIFT_V1_BUT),
+    (
+        "swift.password_file",
+        "{dir}/missing-password",
+        SWIFT_NO_PASSWORD,
+    ),
+    ("swift.password_file", "{dir}/blank", SWIFT_NO_PASSWORD),
+    ("swift.project_name", "", SWIFT_PASSWORD_BUT),
+    ("swift.user_domain_name", "", ""),
+    ("swift.project_domain_name", "", ""),
+    ("swift.valid_interfaces", "internal,private", ""),
+    ("swift.timeout", "0", ""),
+    ("swift.timeout", "601", ""),
+    ("swift.temp_url_key_refresh_interval", "9", ""),
+    ("swift.temp_url_key_refresh_interval", "86401", ""),
     ("database.connection", "mysql+pymysql://u:p@h/db", ""),
     ("database.connection", "sqlite://", ""),
     ("database.max_pool_size", "0", ""),

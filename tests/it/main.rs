@@ -18,5 +18,6 @@ mod hostile;
 mod script_fuzz;
 mod store;
 mod swift_boot;
+mod swift_keys;
 mod swift_tempurl;
 mod swiftclient_equality;
