@@ -17,6 +17,18 @@
 #   scripts/swift-aio.sh env      DIR  print `export ...` lines (see below)
 #   scripts/swift-aio.sh selftest DIR  quick end-to-end tempurl check of a running instance
 #   scripts/swift-aio.sh purge    DIR  stop, then delete only what this script created
+#   scripts/swift-aio.sh keystone-proxy DIR
+#                                      a second proxy-server on the same storage, port
+#                                      proxy+6, whose auth is Keystone (authtoken +
+#                                      keystoneauth, operator roles admin and member,
+#                                      accounts AUTH_<project id>) instead of tempauth;
+#                                      needs a running `start` and SWIFT_AIO_KEYSTONE_URL,
+#                                      SWIFT_AIO_KEYSTONE_USER/_PASSWORD/_PROJECT (a user
+#                                      that may validate tokens) and
+#                                      SWIFT_AIO_KEYSTONE_SITE_PACKAGES (a site-packages
+#                                      dir with keystonemiddleware, e.g. Glance's venv's);
+#                                      stopped by `stop`; prints
+#                                      export SWIFT_AIO_KEYSTONE_PROXY_URL=...
 #
 # DIR defaults to $SWIFT_AIO_DIR or /tmp/swift-aio.  Layout: DIR/venv (unless
 # SWIFT_AIO_VENV), DIR/etc (swift.conf, rings, *-server.conf), DIR/srv/node/d1
@@ -87,13 +99,13 @@ case "$CMD" in
             [ -z "$(ls -A "$DIR")" ] || die "$DIR is not empty and was not created by swift-aio; refusing to use it"
             touch "$DIR/$MARKER"
         fi ;;
-    stop|status|env|selftest|purge)
+    stop|status|env|selftest|purge|keystone-proxy)
         if [ ! -d "$DIR" ]; then
             log "$DIR does not exist (not started)"
             [ "$CMD" = stop ] && exit 0
             exit 1
         fi ;;
-    *) die "unknown command '$CMD' (install|start|stop|restart|status|env|selftest|purge)" ;;
+    *) die "unknown command '$CMD' (install|start|stop|restart|status|env|selftest|purge|keystone-proxy)" ;;
 esac
 DIR=$(cd "$DIR" && pwd -P)
 
@@ -555,6 +567,63 @@ do_start() {
     cat "$RUN/env"
 }
 
+do_keystone_proxy() {
+    any_running || die "not running: run '$0 start $DIR' first"
+    local port=$((PROXY_PORT + 6)) v
+    for v in SWIFT_AIO_KEYSTONE_URL SWIFT_AIO_KEYSTONE_USER SWIFT_AIO_KEYSTONE_PASSWORD \
+             SWIFT_AIO_KEYSTONE_PROJECT SWIFT_AIO_KEYSTONE_SITE_PACKAGES; do
+        [ -n "${!v:-}" ] || die "keystone-proxy needs $v"
+    done
+    [ -d "$SWIFT_AIO_KEYSTONE_SITE_PACKAGES/keystonemiddleware" ] ||
+        die "no keystonemiddleware in $SWIFT_AIO_KEYSTONE_SITE_PACKAGES"
+    if grep -q ' proxy-server-keystone$' "$PIDFILE" && http_ok "http://$HOST:$port/healthcheck"; then
+        log "keystone proxy already running on port $port"
+    else
+        sed -e "s/^bind_port = .*/bind_port = $port/" \
+            -e "s/^log_name = proxy-server$/log_name = proxy-server-keystone/" \
+            -e "s/ tempauth / authtoken keystoneauth /" \
+            "$ETC/proxy-server.conf" >"$ETC/proxy-server-keystone.conf"
+        cat >>"$ETC/proxy-server-keystone.conf" <<EOF
+
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+www_authenticate_uri = $SWIFT_AIO_KEYSTONE_URL
+auth_url = $SWIFT_AIO_KEYSTONE_URL
+auth_type = password
+username = $SWIFT_AIO_KEYSTONE_USER
+password = $SWIFT_AIO_KEYSTONE_PASSWORD
+project_name = $SWIFT_AIO_KEYSTONE_PROJECT
+user_domain_id = default
+project_domain_id = default
+delay_auth_decision = True
+
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+operator_roles = admin, member
+reseller_prefix = AUTH
+EOF
+        chmod 600 "$ETC/proxy-server-keystone.conf"
+        # keystonemiddleware and its libraries come from the other venv, after Swift's own
+        PYTHONPATH=$SWIFT_AIO_KEYSTONE_SITE_PACKAGES start_bg proxy-server-keystone \
+            "$VENV/bin/swift-proxy-server" "$ETC/proxy-server-keystone.conf" -v
+        local deadline=$(( $(date +%s) + START_TIMEOUT )) pid name alive
+        until http_ok "http://$HOST:$port/healthcheck"; do
+            alive=0
+            while read -r pid name; do
+                [ "$name" = proxy-server-keystone ] && pid_alive_ours "$pid" "$name" && alive=1
+            done <"$PIDFILE"
+            if [ "$alive" = 0 ]; then
+                tail -20 "$LOGDIR/proxy-server-keystone.log" >&2
+                die "the keystone proxy died; log in $LOGDIR/proxy-server-keystone.log"
+            fi
+            [ "$(date +%s)" -lt "$deadline" ] || die "the keystone proxy is not healthy after ${START_TIMEOUT}s"
+            sleep 0.2
+        done
+        log "keystone proxy on http://$HOST:$port"
+    fi
+    printf 'export SWIFT_AIO_KEYSTONE_PROXY_URL=%q\n' "http://$HOST:$port"
+}
+
 do_stop() {
     [ -f "$PIDFILE" ] || { log "nothing to stop (no $PIDFILE)"; return 0; }
     local pid name left=""
@@ -702,4 +771,5 @@ case "$CMD" in
     env)      do_env ;;
     selftest) do_selftest ;;
     purge)    do_purge ;;
+    keystone-proxy) do_keystone_proxy ;;
 esac

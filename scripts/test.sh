@@ -21,7 +21,9 @@
 #                  on, a manifest plus 1 MB segments), one in a local directory; the
 #                  seed-0 one is the catalog's image endpoint
 #                          scripts/keystone-aio.sh start, scripts/glance-aio.sh start,
-#                          scripts/keystone-aio.sh catalog
+#                          scripts/keystone-aio.sh catalog; and a second Swift proxy
+#                  on the same storage whose auth is Keystone, the catalog's
+#                  object-store endpoint       scripts/swift-aio.sh keystone-proxy
 #   fmt            cargo fmt --all -- --check
 #   clippy         cargo clippy --all-targets -- -D warnings
 #   test           cargo test --all-targets        (needs swift-start and pg-start; runs
@@ -46,6 +48,7 @@
 #   IRONBOOT_TEST_GLANCE_URL IRONBOOT_TEST_GLANCE_CONTAINER IRONBOOT_TEST_GLANCE_SEED (0)
 #   IRONBOOT_TEST_GLANCE3_URL IRONBOOT_TEST_GLANCE3_CONTAINER IRONBOOT_TEST_GLANCE3_SEED (3)
 #   IRONBOOT_TEST_GLANCE_FILE_URL IRONBOOT_TEST_GLANCE_SWIFT_ACCOUNT
+#   SWIFT_AIO_KEYSTONE_PROXY_URL (Swift with Keystone auth; accounts AUTH_<project id>)
 #   IRONBOOT_TEST_GLANCE_LARGE_OBJECT_MB IRONBOOT_TEST_GLANCE_CHUNK_MB
 #   (and KEYSTONE_AIO_GLANCE_USER/_PASSWORD/_PROJECT: Glance's own service user)
 #
@@ -206,7 +209,7 @@ SERVICE_VARS=(SWIFT_AIO_DIR SWIFT_AIO_VENV SWIFT_AIO_PROXY_URL SWIFT_AIO_AUTH_UR
     SWIFT_AIO_STORAGE_URL SWIFT_AIO_USER SWIFT_AIO_KEY SWIFT_AIO_PROXY_LOG
     ST_AUTH ST_USER ST_KEY PGAIO_DIR IRONBOOT_TEST_PG_URL IRONBOOT_TEST_PYTHON
     IRONBOOT_TEST_DIR)
-GLANCE_VARS=(KEYSTONE_AIO_DIR GLANCE_AIO_DIR
+GLANCE_VARS=(KEYSTONE_AIO_DIR GLANCE_AIO_DIR SWIFT_AIO_KEYSTONE_PROXY_URL
     IRONBOOT_TEST_KEYSTONE_URL IRONBOOT_TEST_KEYSTONE_REGION IRONBOOT_TEST_KEYSTONE_DOMAIN
     IRONBOOT_TEST_KEYSTONE_TOKEN_EXPIRATION
     IRONBOOT_TEST_KEYSTONE_USER IRONBOOT_TEST_KEYSTONE_PASSWORD IRONBOOT_TEST_KEYSTONE_PROJECT
@@ -273,6 +276,20 @@ glance_start_phase() {
     # one `image` service per region: the seed-0 Glance; the others are reached directly
     run_cmd "$log" scripts/keystone-aio.sh catalog "$KEYSTONE_DIR" image glance \
         "$IRONBOOT_TEST_GLANCE_URL" || return 1
+    # a second Swift proxy on the same storage that takes Keystone tokens ([swift]
+    # auth_type = password), with keystonemiddleware from the OpenStack venv; the
+    # catalog's object-store endpoint
+    local site
+    site=$("$KEYSTONE_AIO_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || return 1
+    envtxt=$(SWIFT_AIO_KEYSTONE_URL=$IRONBOOT_TEST_KEYSTONE_URL \
+        SWIFT_AIO_KEYSTONE_USER=$KEYSTONE_AIO_GLANCE_USER \
+        SWIFT_AIO_KEYSTONE_PASSWORD=$KEYSTONE_AIO_GLANCE_PASSWORD \
+        SWIFT_AIO_KEYSTONE_PROJECT=$KEYSTONE_AIO_GLANCE_PROJECT \
+        SWIFT_AIO_KEYSTONE_SITE_PACKAGES=$site \
+        scripts/swift-aio.sh keystone-proxy "$SWIFT_DIR" 2>>"$log") || return 1
+    eval "$envtxt" || return 1
+    run_cmd "$log" scripts/keystone-aio.sh catalog "$KEYSTONE_DIR" object-store swift \
+        "$SWIFT_AIO_KEYSTONE_PROXY_URL/v1/AUTH_\$(project_id)s" || return 1
     for v in "${GLANCE_VARS[@]}"; do
         [ -n "${!v:-}" ] || { say "$v is not set after glance start" | tee -a "$log"; return 1; }
     done

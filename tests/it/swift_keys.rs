@@ -189,3 +189,104 @@ async fn a_wrong_swift_password_is_reported_without_stopping_the_service() {
     assert_eq!(st, StatusCode::OK);
     s.stop().await;
 }
+
+/// `[swift] auth_type = password`: a Keystone token for the `service` project, HEAD of its
+/// account `AUTH_<project id>` at the catalog's object-store endpoint (the suite's Swift
+/// proxy that takes Keystone tokens), the account's key, and TempURLs Swift accepts.
+#[tokio::test]
+async fn the_key_is_read_through_keystone_and_the_catalogs_object_store() {
+    use crate::support::glance::{User, keystone_url, token};
+    let swift = required_env("SWIFT_AIO_KEYSTONE_PROXY_URL");
+    let user = User::ironboot();
+    let t = token(&user).await;
+    let account = format!("AUTH_{}", t.project_id);
+    let http = reqwest::Client::new();
+    let send = |method: Method, path: String, headers: Vec<(&'static str, String)>| {
+        let mut req = http
+            .request(method, format!("{swift}/v1/{account}{path}"))
+            .header("X-Auth-Token", &t.id);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let st = req.send().await.unwrap().status();
+            assert!(st.is_success(), "{st}");
+        }
+    };
+    let key1 = unique("ks-key1");
+    send(
+        Method::POST,
+        String::new(),
+        vec![(KEY1, key1.clone()), (KEY2, String::new())],
+    )
+    .await;
+    let container = unique("ks-keys");
+    send(Method::PUT, format!("/{container}"), vec![]).await;
+    for name in ["vmlinuz", "initrd"] {
+        let st = http
+            .put(format!("{swift}/v1/{account}/{container}/{name}"))
+            .header("X-Auth-Token", &t.id)
+            .body(format!("{name} bytes"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(st, StatusCode::CREATED);
+    }
+
+    // the bare Keystone URL (version discovery), no account, no key
+    let conf = format!(
+        "[ipxe]\nuse_swift = true\n[glance]\nswift_endpoint_url = {swift}\n\
+         [swift]\nauth_type = password\nauth_url = {}\nusername = {}\npassword = {}\n\
+         project_name = {}\n",
+        keystone_url(),
+        user.name,
+        user.password,
+        user.project
+    );
+    let s = TestServer::start(Db::Sqlite, &conf).await;
+    let keys = s.service.boot().swift_keys().unwrap().clone();
+    wait_for("the key read at start", || {
+        let ok = keys.current().is_ok();
+        async move { ok }
+    })
+    .await;
+    assert_eq!(keys.current().unwrap().account, account);
+    assert_eq!(keys.current().unwrap().slot.as_str(), "Temp-URL-Key");
+
+    let mac = random_mac();
+    let (_, node) = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"macs": [mac], "driver_info": {
+                "deploy_kernel": format!("swift://{container}/vmlinuz"),
+                "deploy_ramdisk": format!("swift://{container}/initrd")}})),
+        )
+        .await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    let (st, ready) = s.set_target(&uuid, "deploy").await;
+    assert_eq!(st, StatusCode::OK, "{ready}");
+    let path = format!("/pxelinux.cfg/{}", mac.replace(':', "-"));
+    let urls = image_urls(&s.boot_get(&path).await.1);
+    assert_eq!(urls.len(), 2);
+    assert!(
+        urls[0].starts_with(&format!("{swift}/v1/{account}/")),
+        "{}",
+        urls[0]
+    );
+    let body = s.http.get(&urls[0]).send().await.unwrap();
+    assert_eq!(body.status(), StatusCode::OK);
+    assert_eq!(body.text().await.unwrap(), "vmlinuz bytes");
+
+    // key 2 appears: signed with it after the next read
+    let key2 = unique("ks-key2");
+    send(Method::POST, String::new(), vec![(KEY2, key2)]).await;
+    let r = s.service.refresh_swift_key().await.unwrap().unwrap();
+    assert!(r.changed && r.slot.as_str() == "Temp-URL-Key-2", "{r:?}");
+    let after = image_urls(&s.boot_get(&path).await.1);
+    assert_all(&s, &after, StatusCode::OK, "signed with key 2").await;
+    send(Method::POST, String::new(), vec![(KEY1, unique("other"))]).await;
+    assert_all(&s, &after, StatusCode::OK, "key 1 replaced").await;
+    s.stop().await;
+}
