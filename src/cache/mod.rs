@@ -41,6 +41,8 @@ mod key;
 mod link;
 mod lock;
 mod origin;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::fs;
@@ -404,7 +406,7 @@ struct Flight {
     result: SharedResult,
 }
 
-/// How free space is measured.
+/// How free space is measured; a parameter so tests can make a disk look full.
 type FreeSpace = dyn Fn(&Path) -> io::Result<u64> + Send + Sync;
 
 struct Inner {
@@ -510,6 +512,22 @@ impl MasterCache {
             );
         }
         Ok((cache, report))
+    }
+
+    /// Replaces the free-space probe (tests make a disk look full with it).
+    #[cfg(test)]
+    fn with_free_space(
+        self,
+        probe: impl Fn(&Path) -> io::Result<u64> + Send + Sync + 'static,
+    ) -> MasterCache {
+        let inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_free_space on a shared cache"));
+        MasterCache {
+            inner: Arc::new(Inner {
+                free_space: Box::new(probe),
+                ..inner
+            }),
+        }
     }
 
     /// The master directory.
