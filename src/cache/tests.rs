@@ -56,7 +56,7 @@ struct Server {
     client: reqwest::Client,
 }
 
-const READ_TIMEOUT: Duration = Duration::from_millis(500);
+const READ_TIMEOUT: Duration = Duration::from_millis(1500);
 
 impl Server {
     async fn start() -> Server {
@@ -336,7 +336,7 @@ async fn a_body_cut_or_stalled_midway_leaves_no_file() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::ImageSourceTimeout, "{err}");
-    assert!(err.to_string().contains("500 ms"), "{err}");
+    assert!(err.to_string().contains("1500 ms"), "{err}");
     for n in names(dir.path()) {
         assert!(n.ends_with(LOCK_SUFFIX), "{n} left behind");
     }
