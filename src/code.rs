@@ -63,6 +63,14 @@ codes! {
     KeystoneAuthFailed = "keystone_auth_failed",
     KeystoneUnreachable = "keystone_unreachable",
     KeystoneError = "keystone_error",
+    // The image cache and the origins it downloads from.
+    InvalidChecksum = "invalid_checksum",
+    ImageChecksumMismatch = "image_checksum_mismatch",
+    CacheFull = "cache_full",
+    ImageSourceUnreachable = "image_source_unreachable",
+    ImageSourceTimeout = "image_source_timeout",
+    ImageSourceError = "image_source_error",
+    CacheIo = "cache_io",
     // The service.
     RenderFailed = "render_failed",
     DatabaseUnavailable = "database_unavailable",

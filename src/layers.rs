@@ -17,6 +17,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("images", 4),
     ("store", 4),
     ("mirror", 4),
+    ("cache", 4),
     // the boot interface and the domain's operations
     ("boot", 5),
     ("service", 6),

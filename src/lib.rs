@@ -16,6 +16,7 @@
 //! | [`node`] | Nodes, MACs, boot modes, targets, states and the prepared-boot snapshot. Pure. |
 //! | [`ipxe`] | The master and per-node iPXE templates, URL safety checks, retry jitter. Pure. |
 //! | [`images`] | Image references and the conductor's Swift HEAD check. |
+//! | [`cache`] | The master image cache: downloads verified in one pass, single flight within and across processes, revalidation, hardlinks into `http_root`, eviction by TTL and size. |
 //! | [`boot`] | `prepare` (validate and check a node's images) and `render` (its script, TempURLs signed now). No HTTP, no SQL. |
 //! | [`store`] | Nodes in SQLite or PostgreSQL (sqlx, one set of migrations). No business rules. |
 //! | [`mirror`] | Ironic's `http_root` layout on disk, written atomically. |
@@ -28,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod code;

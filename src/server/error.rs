@@ -30,21 +30,33 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ImageNotFound
         | GlanceImageNotFound
         | GlanceImageForbidden
-        | GlanceImageNotInSwift => StatusCode::BAD_REQUEST,
+        | GlanceImageNotInSwift
+        | InvalidChecksum => StatusCode::BAD_REQUEST,
         BodyTooLarge | DocumentTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Unauthorized => StatusCode::UNAUTHORIZED,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         NotFound | NodeNotFound | FallbackMissing => StatusCode::NOT_FOUND,
         DuplicateMac | DuplicateName | ConcurrentUpdate | NoBootTarget | NoMacs
         | GlanceImageNotActive => StatusCode::CONFLICT,
-        SwiftRefusedTempurl | SwiftUnreachable | SwiftError | GlanceObjectNotFound
-        | GlanceUnreachable | GlanceError | KeystoneAuthFailed | KeystoneUnreachable
-        | KeystoneError | SwiftAuthFailed => StatusCode::BAD_GATEWAY,
-        GlanceTimeout => StatusCode::GATEWAY_TIMEOUT,
+        SwiftRefusedTempurl
+        | SwiftUnreachable
+        | SwiftError
+        | SwiftAuthFailed
+        | GlanceObjectNotFound
+        | GlanceUnreachable
+        | GlanceError
+        | KeystoneAuthFailed
+        | KeystoneUnreachable
+        | KeystoneError
+        | ImageSourceUnreachable
+        | ImageSourceError => StatusCode::BAD_GATEWAY,
+        GlanceTimeout | ImageSourceTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ImageChecksumMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+        CacheFull => StatusCode::INSUFFICIENT_STORAGE,
         RequestTimeout | DatabaseUnavailable | DatabaseGone | SwiftKeyUnavailable => {
             StatusCode::SERVICE_UNAVAILABLE
         }
-        RenderFailed | CorruptRecord => StatusCode::INTERNAL_SERVER_ERROR,
+        RenderFailed | CorruptRecord | CacheIo => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
