@@ -106,6 +106,8 @@ pub struct BootService {
     sources: Sources,
     /// The temp-URL key in use, in swift mode.
     swift_keys: Option<Arc<SwiftKeys>>,
+    /// The Glance client, when Glance images are served.
+    glance: Option<Arc<GlanceClient>>,
     /// Seconds a rendered URL stays valid (0 when no source signs URLs).
     url_lifetime: u64,
     kernel_append_params: String,
@@ -132,6 +134,7 @@ impl BootService {
         let mut list: Vec<Box<dyn ImageSource>> = vec![Box::new(HttpSource)];
         let mut url_lifetime = 0;
         let mut swift_keys = None;
+        let mut glance = None;
         let hint = match (&settings.swift, o.ipxe.use_swift) {
             (Some(s), true) => {
                 url_lifetime = s.duration;
@@ -144,9 +147,11 @@ impl BootService {
                 )));
                 match &settings.glance {
                     Some(g) => {
-                        let client = GlanceClient::new(g, clock).map_err(BootError::Setup)?;
+                        let client =
+                            Arc::new(GlanceClient::new(g, clock).map_err(BootError::Setup)?);
+                        glance = Some(client.clone());
                         list.push(Box::new(GlanceSource::new(
-                            Arc::new(client),
+                            client,
                             SwiftSource::new(s.clone(), keys, SOURCE_TIMEOUT),
                         )));
                         "use swift://CONTAINER/OBJECT, glance://UUID or an http(s):// URL"
@@ -162,6 +167,7 @@ impl BootService {
         Ok(BootService {
             sources: Sources::new(list, hint),
             swift_keys,
+            glance,
             url_lifetime,
             kernel_append_params: o.pxe.kernel_append_params.clone(),
             timeout_ms: u64::from(o.pxe.ipxe_timeout) * 1000,
@@ -180,6 +186,26 @@ impl BootService {
     /// The temp-URL key and account in swift mode.
     pub fn swift_keys(&self) -> Option<&Arc<SwiftKeys>> {
         self.swift_keys.as_ref()
+    }
+
+    /// Requests sent so far to each upstream service: `(service, count)` for `glance`
+    /// (image GETs), `keystone` (token requests) and `swift_auth` (key reads).
+    pub fn upstream_requests(&self) -> Vec<(&'static str, u64)> {
+        let mut out = Vec::new();
+        let mut tokens = 0;
+        if let Some(g) = &self.glance {
+            out.push(("glance", g.requests()));
+            tokens += g.keystone().map_or(0, |k| k.token_requests());
+        }
+        if let Some(k) = self.swift_keys.as_ref().filter(|k| k.discovers()) {
+            let (reads, t) = k.requests();
+            out.push(("swift_auth", reads));
+            tokens += t;
+        }
+        if tokens > 0 || out.iter().any(|(s, _)| *s == "glance") {
+            out.push(("keystone", tokens));
+        }
+        out
     }
 
     /// The image sources of this mode (`ironboot image show`).

@@ -53,6 +53,13 @@ pub struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// `glance` (image metadata GETs), `keystone` (token requests), `swift_auth` (reads of
+    /// the account's temp-URL keys).
+    pub service: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {
     pub task: &'static str,
 }
@@ -93,6 +100,7 @@ pub struct Metrics {
     pub task_restarts: Family<TaskLabels, Counter>,
     pub connections_open: Family<ListenerLabels, Gauge>,
     pub connections_refused: Family<ListenerLabels, Counter>,
+    pub upstream_requests: Family<UpstreamLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -175,8 +183,16 @@ impl Metrics {
             "Static mirror files written to [deploy] http_root",
             mirror_writes.clone(),
         );
+        let upstream_requests = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Requests ironboot sent to Glance (image metadata) and Keystone (tokens), and \
+             reads of the Swift account's temp-URL keys",
+            upstream_requests.clone(),
+        );
         Metrics {
             registry,
+            upstream_requests,
             http_requests,
             http_duration,
             renders,
@@ -198,6 +214,18 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
         out
+    }
+
+    /// Raises the `upstream_requests` counter of `service` to `total`, a count kept by the
+    /// client that sends them.
+    pub fn observe_upstream(&self, service: &'static str, total: u64) {
+        let c = self
+            .upstream_requests
+            .get_or_create(&UpstreamLabels { service });
+        let seen = c.get();
+        if total > seen {
+            c.inc_by(total - seen);
+        }
     }
 
     pub fn error(&self, reason: &'static str) {

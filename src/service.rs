@@ -670,6 +670,15 @@ impl Service {
         }
     }
 
+    /// The metrics in the text exposition format, with the upstream request counts of the
+    /// image clients brought up to date.
+    pub fn metrics_text(&self) -> String {
+        for (service, total) in self.boot.upstream_requests() {
+            self.metrics.observe_upstream(service, total);
+        }
+        self.metrics.encode()
+    }
+
     /// Re-reads the Swift account's temp-URL keys (`[swift]` credentials). When the key or
     /// the account changed, the static mirror is rewritten at once, so its URLs are signed
     /// with the key in use. `Ok(None)`: nothing to read (the key is configured).

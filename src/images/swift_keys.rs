@@ -99,6 +99,8 @@ pub struct SwiftKeys {
     last_error: RwLock<Option<SwiftError>>,
     reader: Option<Reader>,
     refresh: std::time::Duration,
+    /// Reads of the account's keys started.
+    reads: std::sync::atomic::AtomicU64,
 }
 
 fn header(headers: &reqwest::header::HeaderMap, name: &str) -> Option<Secret> {
@@ -190,12 +192,25 @@ impl SwiftKeys {
             current: RwLock::new(static_state),
             last_error: RwLock::new(None),
             reader,
+            reads: std::sync::atomic::AtomicU64::new(0),
             refresh: settings
                 .discovery
                 .as_ref()
                 .map(|d| d.refresh)
                 .unwrap_or(std::time::Duration::from_secs(3600)),
         }
+    }
+
+    /// Reads of the account's keys so far, and Keystone token requests they made.
+    pub fn requests(&self) -> (u64, u64) {
+        let tokens = match &self.reader {
+            Some(Reader::Keystone { client, .. }) => client.token_requests(),
+            _ => 0,
+        };
+        (
+            self.reads.load(std::sync::atomic::Ordering::Relaxed),
+            tokens,
+        )
     }
 
     /// `[swift] temp_url_key_refresh_interval`.
@@ -239,6 +254,8 @@ impl SwiftKeys {
                 changed: false,
             });
         };
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let outcome = async {
             let found = reader.read().await?;
             let account = self

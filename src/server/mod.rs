@@ -224,7 +224,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.service.metrics().encode(),
+        app.service.metrics_text(),
     )
         .into_response()
 }

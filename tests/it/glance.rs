@@ -825,6 +825,18 @@ async fn the_token_is_renewed_before_it_expires_by_the_services_clock() {
     let tokens = keystone.issued_tokens();
     assert_eq!(tokens.len(), 2);
     assert_ne!(tokens[0], tokens[1]);
+    // /metrics counts what the proxy saw: 2 tokens, one Glance GET per prepare (no cache)
+    assert_eq!(
+        s.metric("ironboot_upstream_requests_total{service=\"keystone\"}")
+            .await,
+        Some(2.0)
+    );
+    assert_eq!(
+        s.metric("ironboot_upstream_requests_total{service=\"glance\"}")
+            .await,
+        Some(10.0),
+        "5 prepares of 2 images with metadata_cache_ttl = 0"
+    );
     s.stop().await;
     img.delete(&[]).await;
 }

@@ -136,6 +136,12 @@ async fn the_key_and_account_are_read_from_swift_and_a_rotation_never_breaks_a_b
     assert!(e.to_string().contains("AUTH_keyrot"), "{e}");
     assert_eq!(keys.current().unwrap().slot.as_str(), "Temp-URL-Key");
     assert_eq!(image_urls(&script().await).len(), 2);
+    // the read at start and the four above
+    assert_eq!(
+        s.metric("ironboot_upstream_requests_total{service=\"swift_auth\"}")
+            .await,
+        Some(5.0)
+    );
 
     s.stop().await;
 }
