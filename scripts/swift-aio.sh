@@ -25,8 +25,8 @@
 #                                      needs a running `start` and SWIFT_AIO_KEYSTONE_URL,
 #                                      SWIFT_AIO_KEYSTONE_USER/_PASSWORD/_PROJECT (a user
 #                                      that may validate tokens) and
-#                                      SWIFT_AIO_KEYSTONE_SITE_PACKAGES (a site-packages
-#                                      dir with keystonemiddleware, e.g. Glance's venv's);
+#                                      SWIFT_AIO_KEYSTONE_VENV (a venv with
+#                                      keystonemiddleware, e.g. Keystone's and Glance's);
 #                                      stopped by `stop`; prints
 #                                      export SWIFT_AIO_KEYSTONE_PROXY_URL=...
 #
@@ -571,11 +571,13 @@ do_keystone_proxy() {
     any_running || die "not running: run '$0 start $DIR' first"
     local port=$((PROXY_PORT + 6)) v
     for v in SWIFT_AIO_KEYSTONE_URL SWIFT_AIO_KEYSTONE_USER SWIFT_AIO_KEYSTONE_PASSWORD \
-             SWIFT_AIO_KEYSTONE_PROJECT SWIFT_AIO_KEYSTONE_SITE_PACKAGES; do
+             SWIFT_AIO_KEYSTONE_PROJECT SWIFT_AIO_KEYSTONE_VENV; do
         [ -n "${!v:-}" ] || die "keystone-proxy needs $v"
     done
-    [ -d "$SWIFT_AIO_KEYSTONE_SITE_PACKAGES/keystonemiddleware" ] ||
-        die "no keystonemiddleware in $SWIFT_AIO_KEYSTONE_SITE_PACKAGES"
+    local site
+    site=$("$SWIFT_AIO_KEYSTONE_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') ||
+        die "no python in $SWIFT_AIO_KEYSTONE_VENV"
+    [ -d "$site/keystonemiddleware" ] || die "no keystonemiddleware in $site"
     if grep -q ' proxy-server-keystone$' "$PIDFILE" && http_ok "http://$HOST:$port/healthcheck"; then
         log "keystone proxy already running on port $port"
     else
@@ -604,7 +606,7 @@ reseller_prefix = AUTH
 EOF
         chmod 600 "$ETC/proxy-server-keystone.conf"
         # keystonemiddleware and its libraries come from the other venv, after Swift's own
-        PYTHONPATH=$SWIFT_AIO_KEYSTONE_SITE_PACKAGES start_bg proxy-server-keystone \
+        PYTHONPATH=$site start_bg proxy-server-keystone \
             "$VENV/bin/swift-proxy-server" "$ETC/proxy-server-keystone.conf" -v
         local deadline=$(( $(date +%s) + START_TIMEOUT )) pid name alive
         until http_ok "http://$HOST:$port/healthcheck"; do

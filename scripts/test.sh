@@ -279,13 +279,11 @@ glance_start_phase() {
     # a second Swift proxy on the same storage that takes Keystone tokens ([swift]
     # auth_type = password), with keystonemiddleware from the OpenStack venv; the
     # catalog's object-store endpoint
-    local site
-    site=$("$KEYSTONE_AIO_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || return 1
     envtxt=$(SWIFT_AIO_KEYSTONE_URL=$IRONBOOT_TEST_KEYSTONE_URL \
         SWIFT_AIO_KEYSTONE_USER=$KEYSTONE_AIO_GLANCE_USER \
         SWIFT_AIO_KEYSTONE_PASSWORD=$KEYSTONE_AIO_GLANCE_PASSWORD \
         SWIFT_AIO_KEYSTONE_PROJECT=$KEYSTONE_AIO_GLANCE_PROJECT \
-        SWIFT_AIO_KEYSTONE_SITE_PACKAGES=$site \
+        SWIFT_AIO_KEYSTONE_VENV=$KEYSTONE_AIO_VENV \
         scripts/swift-aio.sh keystone-proxy "$SWIFT_DIR" 2>>"$log") || return 1
     eval "$envtxt" || return 1
     run_cmd "$log" scripts/keystone-aio.sh catalog "$KEYSTONE_DIR" object-store swift \

@@ -1189,7 +1189,7 @@ fn run_test_sh_with_stand_ins(e2e: Option<bool>, skip_e2e: bool) -> (ExitStatus,
     }
     let service = format!(
         "#!/bin/sh\n# a stand-in service: start/stop/install succeed, env prints every variable\n\
-         case \"$1\" in env) {{\n{env_lines}}} ;; *) exit 0 ;; esac\n"
+         case \"$1\" in env|keystone-proxy) {{\n{env_lines}}} ;; *) exit 0 ;; esac\n"
     );
     for s in [
         "swift-aio.sh",
