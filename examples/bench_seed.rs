@@ -65,6 +65,7 @@ async fn main() {
                         reference: format!("swift://images/{object}"),
                         source: SourceKind::Swift,
                         location: format!("{account}/images/{object}"),
+                        checksum: None,
                     });
                 }
                 prepared.kernel_args = "nofb vga=normal console=ttyS0".into();

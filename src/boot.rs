@@ -14,9 +14,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::{MasterCache, Progress};
 use crate::clock::Clock;
 use crate::code::ErrorCode;
 use crate::config::Settings;
+use crate::images::cached::CachedSource;
 use crate::images::glance::{GlanceClient, GlanceSource};
 use crate::images::http::HttpSource;
 use crate::images::swift::SwiftSource;
@@ -26,7 +28,8 @@ use crate::ipxe::{
     self, IpxeError, MasterContext, NodeContext, ScriptImage, ScriptNode, Templates,
 };
 use crate::node::{
-    BootRecord, FieldError, Mac, Node, PreparedBoot, PreparedImage, Target, validate_kernel_args,
+    BootRecord, FieldError, Mac, Node, PreparedBoot, PreparedImage, SourceKind, Target,
+    validate_kernel_args,
 };
 use crate::tempurl::expiry;
 
@@ -92,6 +95,15 @@ fn image_source(node: &Node) -> Result<Option<String>, FieldError> {
     }
 }
 
+/// The names of a target's kernel and ramdisk in scripts and under `http_root/<uuid>/`
+/// (Ironic's labels).
+fn labels(target: Target) -> (&'static str, &'static str) {
+    match target {
+        Target::Instance => ("kernel", "ramdisk"),
+        _ => ("deploy_kernel", "deploy_ramdisk"),
+    }
+}
+
 /// A rendered node script.
 #[derive(Debug, Clone)]
 pub struct Rendered {
@@ -108,6 +120,8 @@ pub struct BootService {
     swift_keys: Option<Arc<SwiftKeys>>,
     /// The Glance client, when Glance images are served.
     glance: Option<Arc<GlanceClient>>,
+    /// The cache-mode source, which also fetches.
+    cached: Option<Arc<CachedSource>>,
     /// Seconds a rendered URL stays valid (0 when no source signs URLs).
     url_lifetime: u64,
     kernel_append_params: String,
@@ -135,6 +149,7 @@ impl BootService {
         let mut url_lifetime = 0;
         let mut swift_keys = None;
         let mut glance = None;
+        let mut cached = None;
         let hint = match (&settings.swift, o.ipxe.use_swift) {
             (Some(s), true) => {
                 url_lifetime = s.duration;
@@ -162,12 +177,42 @@ impl BootService {
                     }
                 }
             }
-            _ => "use an http(s):// URL, or swift://CONTAINER/OBJECT with [ipxe] use_swift = true",
+            _ => {
+                let glance_client = match &settings.glance {
+                    Some(g) => Some(Arc::new(
+                        GlanceClient::new(g, clock.clone()).map_err(BootError::Setup)?,
+                    )),
+                    None => None,
+                };
+                glance = glance_client.clone();
+                let (cache, _) = MasterCache::open(
+                    &o.pxe.tftp_master_path,
+                    o.pxe.image_cache_size.saturating_mul(1024 * 1024),
+                    Duration::from_secs(o.pxe.image_cache_ttl.saturating_mul(60)),
+                )
+                .map_err(|e| BootError::Setup(format!("pxe.tftp_master_path: {e}")))?;
+                let source = Arc::new(
+                    CachedSource::new(
+                        cache,
+                        o.deploy.http_root.clone(),
+                        settings.http_url.clone(),
+                        glance_client,
+                        o.pxe.http_passthrough,
+                    )
+                    .map_err(BootError::Setup)?,
+                );
+                cached = Some(source.clone());
+                // first: it takes http(s) references unless they pass through
+                list.insert(0, Box::new(source));
+                "use a Glance image (glance://UUID), an http(s):// URL or file:///path, or \
+                 swift://CONTAINER/OBJECT with [ipxe] use_swift = true"
+            }
         };
         Ok(BootService {
             sources: Sources::new(list, hint),
             swift_keys,
             glance,
+            cached,
             url_lifetime,
             kernel_append_params: o.pxe.kernel_append_params.clone(),
             timeout_ms: u64::from(o.pxe.ipxe_timeout) * 1000,
@@ -313,11 +358,18 @@ impl BootService {
             self.sources.check(kernel_field, &kernel, now),
             self.sources.check(ramdisk_field, &ramdisk, now)
         );
+        let (klabel, rlabel) = labels(target);
+        let place = |mut image: PreparedImage, label: &str| {
+            if image.source == SourceKind::Cache {
+                image.location = format!("{}/{label}", node.uuid);
+            }
+            image
+        };
         Ok(Some(PreparedBoot {
             target,
             boot_mode: node.boot_mode,
-            kernel: Some(k?),
-            ramdisk: Some(r?),
+            kernel: Some(place(k?, klabel)),
+            ramdisk: Some(place(r?, rlabel)),
             kernel_args,
         }))
     }
@@ -340,10 +392,7 @@ impl BootService {
         };
         let mut tempurls = 0;
         let expires = now.saturating_add(i64::try_from(self.url_lifetime).unwrap_or(i64::MAX));
-        let (kname, rname) = match prepared.target {
-            Target::Instance => ("kernel", "ramdisk"),
-            _ => ("deploy_kernel", "deploy_ramdisk"),
-        };
+        let (kname, rname) = labels(prepared.target);
         let mut image =
             |name: &str, image: &Option<PreparedImage>| -> Result<Option<ScriptImage>, BootError> {
                 let Some(image) = image else { return Ok(None) };
@@ -381,6 +430,63 @@ impl BootService {
         };
         let script = self.templates.node(&ctx)?;
         Ok(Some(Rendered { script, tempurls }))
+    }
+
+    /// Fetches the cached images of `prepared` into the master cache and links them into
+    /// `http_root/<node uuid>/<label>` (cache mode; nothing to do otherwise). `progress`
+    /// follows the kernel's and the ramdisk's bytes. `now` is Unix seconds.
+    pub async fn fetch(
+        &self,
+        prepared: &PreparedBoot,
+        progress: [Arc<Progress>; 2],
+        now: i64,
+    ) -> Result<(), BootError> {
+        let Some(cached) = &self.cached else {
+            return Ok(());
+        };
+        let (klabel, rlabel) = labels(prepared.target);
+        let [pk, pr] = progress;
+        let fetch = |label: &'static str, image: &Option<PreparedImage>, p: Arc<Progress>| {
+            let image = image.clone();
+            async move {
+                match image {
+                    Some(i) if i.source == SourceKind::Cache => {
+                        cached.fetch(label, &i, Some(p), now).await
+                    }
+                    _ => Ok(()),
+                }
+            }
+        };
+        let (k, r) = tokio::join!(
+            fetch(klabel, &prepared.kernel, pk),
+            fetch(rlabel, &prepared.ramdisk, pr)
+        );
+        k?;
+        r?;
+        Ok(())
+    }
+
+    /// Removes the node's cached images from `http_root/<uuid>/` (target none, or the
+    /// node deleted); the master files become evictable once nothing links them.
+    pub async fn remove_images(&self, uuid: uuid::Uuid) {
+        let Some(cached) = &self.cached else { return };
+        let dir = cached.node_dir(&uuid);
+        for label in ["deploy_kernel", "deploy_ramdisk", "kernel", "ramdisk"] {
+            match tokio::fs::remove_file(dir.join(label)).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(node = %uuid, "cannot remove {}/{label}: {e}", dir.display())
+                }
+            }
+        }
+        // the mirror's config may still be there; the directory goes when it is empty
+        let _ = tokio::fs::remove_dir(&dir).await;
+    }
+
+    /// The master image cache, in cache mode.
+    pub fn cache(&self) -> Option<&MasterCache> {
+        self.cached.as_ref().map(|c| c.cache())
     }
 
     /// How long rendered TempURLs stay valid (0 without Swift).

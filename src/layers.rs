@@ -10,22 +10,24 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("script", 0),
     ("tempurl", 1),
     ("node", 1),
+    ("ring", 1),
     ("ipxe", 2),
     ("config", 3),
     // I/O adapters
     ("metrics", 4),
-    ("images", 4),
     ("store", 4),
     ("mirror", 4),
     ("cache", 4),
+    // the image sources, some of which fill the cache
+    ("images", 5),
     // the boot interface and the domain's operations
-    ("boot", 5),
-    ("service", 6),
+    ("boot", 6),
+    ("service", 7),
     // the drivers: requests and timers
-    ("server", 7),
-    ("conductor", 7),
+    ("server", 8),
+    ("conductor", 8),
     // the composition root
-    ("cli", 8),
+    ("cli", 9),
 ];
 
 #[cfg(test)]

@@ -158,6 +158,9 @@ string_enum! {
     State {
         /// No boot target.
         Idle = "idle",
+        /// The target's images are being fetched into the cache; the previous target is
+        /// served until they are in place.
+        Preparing = "preparing",
         /// The target was prepared and is served.
         Ready = "ready",
         /// The last preparation failed; see last_error. The previous target stays in force.
@@ -198,6 +201,9 @@ pub enum SourceKind {
     Swift,
     /// An http(s) URL passed to the node as it is; `location` is the URL.
     Http,
+    /// Fetched into the master cache and served by ironboot; `location` is
+    /// `<node uuid>/<label>` under `[deploy] http_root` and `[deploy] http_url`.
+    Cache,
     /// Stored by ironboot 0.1 as a bare reference string: the source is found again at
     /// render time from the reference alone.
     Unresolved,
@@ -214,6 +220,10 @@ pub struct PreparedImage {
     /// Where the source found it (see [`SourceKind`]).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub location: String,
+    /// The digest the bytes must have, `algo:hex` (cached images: Glance's os_hash or
+    /// md5 checksum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +235,8 @@ enum PreparedImageRepr {
         source: SourceKind,
         #[serde(default)]
         location: String,
+        #[serde(default)]
+        checksum: Option<String>,
     },
 }
 
@@ -235,15 +247,18 @@ impl From<PreparedImageRepr> for PreparedImage {
                 reference,
                 source: SourceKind::Unresolved,
                 location: String::new(),
+                checksum: None,
             },
             PreparedImageRepr::Current {
                 reference,
                 source,
                 location,
+                checksum,
             } => PreparedImage {
                 reference,
                 source,
                 location,
+                checksum,
             },
         }
     }
@@ -306,6 +321,29 @@ pub struct Node {
     /// Incremented by every change; used for optimistic concurrency.
     #[serde(skip)]
     pub version: i64,
+    /// While the node is `preparing`: the target being prepared and the bytes fetched so
+    /// far. Not stored: it lives in the conductor doing the work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<PrepareProgress>,
+}
+
+/// How far a preparation in progress has got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrepareProgress {
+    pub target: Target,
+    pub bytes_done: u64,
+    /// `None` while a size is unknown.
+    pub bytes_total: Option<u64>,
+}
+
+impl PreparedBoot {
+    /// Whether any image must be fetched into the cache before the boot can be served.
+    pub fn needs_fetch(&self) -> bool {
+        [&self.kernel, &self.ramdisk]
+            .into_iter()
+            .flatten()
+            .any(|i| i.source == SourceKind::Cache)
+    }
 }
 
 /// Checks a node name: Ironic allows letters, digits and `-._~`, and a name must not look
@@ -499,6 +537,7 @@ mod snapshot_tests {
             reference: "swift://c/k".into(),
             source: SourceKind::Swift,
             location: "/v1/AUTH_t/c/k".into(),
+            checksum: None,
         };
         let text = serde_json::to_string(&new).unwrap();
         assert_eq!(serde_json::from_str::<PreparedImage>(&text).unwrap(), new);

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::boot::{BootError, BootService, Rendered};
+use crate::cache::Progress;
 use crate::clock::Clock;
 use crate::code::ErrorCode;
 use crate::images::swift::SwiftError;
@@ -25,7 +26,8 @@ use crate::images::swift_keys::Refreshed;
 use crate::metrics::{Metrics, PrepareLabels, ResultLabels};
 use crate::mirror::Mirror;
 use crate::node::{
-    self, BootMode, BootRecord, DriverInfo, FieldError, InstanceInfo, Mac, Node, State, Target,
+    self, BootMode, BootRecord, DriverInfo, FieldError, InstanceInfo, Mac, Node, PrepareProgress,
+    PreparedBoot, State, Target,
 };
 use crate::store::{NewNode, NodeFilter, NodePage, Paging, Store, StoreError};
 
@@ -272,6 +274,19 @@ pub struct Service {
     fallback_file: Option<PathBuf>,
     limits: Limits,
     tasks: Mutex<BTreeMap<&'static str, TaskStatus>>,
+    /// Preparations whose images are being fetched, by node.
+    preparing: Mutex<std::collections::HashMap<Uuid, InFlight>>,
+    generations: std::sync::atomic::AtomicU64,
+}
+
+/// A preparation that continues after its request: the cache is filling.
+#[derive(Debug, Clone)]
+struct InFlight {
+    /// Tells a preparation from a later one of the same node.
+    generation: u64,
+    target: Target,
+    /// Kernel and ramdisk.
+    progress: [Arc<Progress>; 2],
 }
 
 /// Runs blocking file work off the async threads; a panic in it becomes an I/O error.
@@ -301,6 +316,8 @@ impl Service {
             fallback_file,
             limits,
             tasks: Mutex::default(),
+            preparing: Mutex::default(),
+            generations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -392,7 +409,50 @@ impl Service {
 
     /// A node by UUID or name.
     pub async fn get_node(&self, ident: &str) -> Result<Node, ServiceError> {
-        Ok(self.store.get_node(ident).await?)
+        let mut node = self.store.get_node(ident).await?;
+        node.progress = self.progress_of(node.uuid);
+        Ok(node)
+    }
+
+    /// The progress of a preparation in flight in this process.
+    fn progress_of(&self, uuid: Uuid) -> Option<PrepareProgress> {
+        let map = self
+            .preparing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.get(&uuid).map(|f| {
+            let totals: Vec<Option<u64>> = f.progress.iter().map(|p| p.total()).collect();
+            PrepareProgress {
+                target: f.target,
+                bytes_done: f.progress.iter().map(|p| p.done()).sum(),
+                bytes_total: totals
+                    .iter()
+                    .copied()
+                    .try_fold(0u64, |a, t| t.map(|t| a + t)),
+            }
+        })
+    }
+
+    /// Marks every node left `preparing` by an earlier run as failed: its preparation
+    /// died with the process. Called once at start; returns how many there were.
+    pub async fn fail_interrupted_prepares(&self) -> Result<usize, ServiceError> {
+        let filter = NodeFilter {
+            state: Some(State::Preparing),
+            ..NodeFilter::default()
+        };
+        let nodes = self.store.list_nodes(&filter).await?;
+        let n = nodes.len();
+        for node in nodes {
+            tracing::warn!(node = %node.uuid, "a preparation was interrupted when ironboot stopped; marking the node failed");
+            self.record_failure(
+                node,
+                "the preparation was interrupted: ironboot stopped before the images were in \
+                 place; the previous target is still served; PUT the target again"
+                    .into(),
+            )
+            .await?;
+        }
+        Ok(n)
     }
 
     /// One page of the nodes matching a filter, as Ironic's API pages: at most
@@ -473,6 +533,8 @@ impl Service {
             Err(e) => return Err(e.into()),
         };
         self.store.delete_node(uuid).await?;
+        self.forget_prepare(uuid, None);
+        self.boot.remove_images(uuid).await;
         self.sync_mirror(uuid).await;
         tracing::info!(node = %uuid, "node deleted");
         Ok(())
@@ -481,36 +543,173 @@ impl Service {
     /// Prepares `target` and, only if that succeeds, makes it the node's boot target. A
     /// failure sets `state = failed` and `last_error`, and leaves the previous target in
     /// force.
-    pub async fn set_boot(&self, ident: &str, target: Target) -> Result<Node, ServiceError> {
+    pub async fn set_boot(
+        self: &Arc<Self>,
+        ident: &str,
+        target: Target,
+    ) -> Result<Node, ServiceError> {
         let mut node = self.store.get_node(ident).await?;
+        let uuid = node.uuid;
         let outcome = self.boot.prepare(&node, target, self.clock.now()).await;
-        let labels = PrepareLabels {
-            target: target.as_str(),
-            result: if outcome.is_ok() { "ok" } else { "failed" },
-        };
-        self.metrics.prepares.get_or_create(&labels).inc();
-        match outcome {
-            Ok(prepared) => {
-                node.target = target;
-                node.prepared = prepared;
-                node.state = if target == Target::None {
-                    State::Idle
-                } else {
-                    State::Ready
-                };
-                node.last_error = None;
-                let node = self.store.update_node(&node).await?;
-                self.sync_mirror(node.uuid).await;
-                tracing::info!(node = %node.uuid, %target, "boot prepared");
-                Ok(node)
-            }
+        let prepared = match outcome {
+            Ok(p) => p,
             Err(e) => {
-                tracing::warn!(node = %node.uuid, %target, code = %e.code(), "boot preparation failed: {e}");
+                self.count_prepare(target, false);
+                self.forget_prepare(uuid, None);
+                tracing::warn!(node = %uuid, %target, code = %e.code(), "boot preparation failed: {e}");
                 let message = format!("preparing target {target} failed: {e}");
                 self.record_failure(node, message).await?;
-                Err(e.into())
+                return Err(e.into());
+            }
+        };
+        if let Some(p) = prepared.as_ref().filter(|p| p.needs_fetch()) {
+            // The images go into the cache after the answer; the previous target is served
+            // until they are in place.
+            let generation = self
+                .generations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let progress = [Progress::new(), Progress::new()];
+            self.preparing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    uuid,
+                    InFlight {
+                        generation,
+                        target,
+                        progress: progress.clone(),
+                    },
+                );
+            node.state = State::Preparing;
+            node.last_error = None;
+            let mut node = match self.store.update_node(&node).await {
+                Ok(n) => n,
+                Err(e) => {
+                    self.forget_prepare(uuid, Some(generation));
+                    return Err(e.into());
+                }
+            };
+            let service = self.clone();
+            let p = p.clone();
+            tokio::spawn(async move {
+                service
+                    .finish_prepare(uuid, generation, target, p, progress)
+                    .await
+            });
+            tracing::info!(node = %uuid, %target, "boot preparation continues: fetching images into the cache");
+            node.progress = self.progress_of(uuid);
+            return Ok(node);
+        }
+        self.count_prepare(target, true);
+        self.forget_prepare(uuid, None);
+        node.target = target;
+        node.prepared = prepared;
+        node.state = if target == Target::None {
+            State::Idle
+        } else {
+            State::Ready
+        };
+        node.last_error = None;
+        let node = self.store.update_node(&node).await?;
+        if target == Target::None {
+            self.boot.remove_images(uuid).await;
+        }
+        self.sync_mirror(node.uuid).await;
+        tracing::info!(node = %node.uuid, %target, "boot prepared");
+        Ok(node)
+    }
+
+    fn count_prepare(&self, target: Target, ok: bool) {
+        let labels = PrepareLabels {
+            target: target.as_str(),
+            result: if ok { "ok" } else { "failed" },
+        };
+        self.metrics.prepares.get_or_create(&labels).inc();
+    }
+
+    /// Drops the in-flight record of a node (only `generation`'s, when given).
+    fn forget_prepare(&self, uuid: Uuid, generation: Option<u64>) {
+        let mut map = self
+            .preparing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if generation.is_none_or(|g| map.get(&uuid).is_some_and(|f| f.generation == g)) {
+            map.remove(&uuid);
+        }
+    }
+
+    fn is_current(&self, uuid: Uuid, generation: u64) -> bool {
+        self.preparing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&uuid)
+            .is_some_and(|f| f.generation == generation)
+    }
+
+    /// The background half of a preparation: fetch, then switch the node to the new
+    /// target (ready) or record why not (failed). A later preparation of the same node
+    /// supersedes it.
+    async fn finish_prepare(
+        self: Arc<Self>,
+        uuid: Uuid,
+        generation: u64,
+        target: Target,
+        prepared: PreparedBoot,
+        progress: [Arc<Progress>; 2],
+    ) {
+        let result = self.boot.fetch(&prepared, progress, self.clock.now()).await;
+        for _ in 0..3 {
+            if !self.is_current(uuid, generation) {
+                tracing::info!(node = %uuid, %target, "a later request superseded this preparation");
+                return;
+            }
+            let mut node = match self.store.get_node(&uuid.to_string()).await {
+                Ok(n) => n,
+                Err(StoreError::NotFound(_)) => {
+                    self.forget_prepare(uuid, Some(generation));
+                    self.boot.remove_images(uuid).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(node = %uuid, "cannot finish the preparation: {e}");
+                    break;
+                }
+            };
+            match &result {
+                Ok(()) => {
+                    node.target = target;
+                    node.prepared = Some(prepared.clone());
+                    node.state = State::Ready;
+                    node.last_error = None;
+                }
+                Err(e) => {
+                    node.state = State::Failed;
+                    node.last_error = Some(format!("preparing target {target} failed: {e}"));
+                }
+            }
+            match self.store.update_node(&node).await {
+                Ok(_) => {
+                    self.count_prepare(target, result.is_ok());
+                    match &result {
+                        Ok(()) => {
+                            tracing::info!(node = %uuid, %target, "boot prepared: images in place")
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %uuid, %target, code = %e.code(), "boot preparation failed: {e}")
+                        }
+                    }
+                    self.forget_prepare(uuid, Some(generation));
+                    self.sync_mirror(uuid).await;
+                    return;
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => {
+                    tracing::error!(node = %uuid, "cannot finish the preparation: {e}");
+                    break;
+                }
             }
         }
+        self.forget_prepare(uuid, Some(generation));
     }
 
     /// Sets `state = failed` and `last_error`, retrying when another write came between.

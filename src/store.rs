@@ -1287,6 +1287,7 @@ fn node_from_row(row: &AnyRow) -> Result<Node, StoreError> {
     let (text, uuid) = row_uuid(row)?;
     let u = text.as_str();
     Ok(Node {
+        progress: None,
         uuid,
         name: column(row, u, "name")?,
         macs: Vec::new(),

@@ -202,7 +202,8 @@ impl CacheError {
         }
     }
 
-    fn io(what: impl Into<String>, e: &io::Error) -> CacheError {
+    /// An I/O error while doing `what`.
+    pub fn io(what: impl Into<String>, e: &io::Error) -> CacheError {
         CacheError::Io {
             what: what.into(),
             detail: e.to_string(),

@@ -61,7 +61,7 @@ pub async fn build_service(
         .map_err(|e| {
             CliError::Runtime(format!("database {}: {e}", settings.database.redacted()))
         })?;
-    Ok(Arc::new(Service::new(
+    let service = Arc::new(Service::new(
         store,
         boot,
         mirror,
@@ -71,7 +71,19 @@ pub async fn build_service(
             max_document_size: o.api.max_document_size as usize,
             max_limit: o.api.max_limit as usize,
         },
-    )))
+    ));
+    // preparations that were fetching images when the last run stopped cannot resume
+    // their request: each such node is marked failed, with the previous target served
+    match service.fail_interrupted_prepares().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(nodes = n, "marked interrupted preparations failed"),
+        Err(e) => {
+            return Err(CliError::Runtime(format!(
+                "cannot check for interrupted preparations: {e}"
+            )));
+        }
+    }
+    Ok(service)
 }
 
 /// The listeners' shared state around the service.

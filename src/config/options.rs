@@ -230,6 +230,18 @@ options! {
         ipxe_boot_script: Option<PathBuf> = UNSET;
         /// Template of the per-node script (minijinja). Unset: the built-in one.
         ipxe_config_template: Option<PathBuf> = UNSET;
+        /// Master directory of the image cache (cache mode): each kernel and ramdisk is
+        /// downloaded here once and hardlinked into [deploy] http_root/<node uuid>/<label>.
+        tftp_master_path: PathBuf = "$state_path/master_images";
+        /// Largest size of the master image cache in MiB, images in use included; unused
+        /// images are evicted to stay under it. 1 to 16777216 (16 TiB).
+        image_cache_size: u64 = "20480", check count::<_, 1, 16_777_216>;
+        /// Minutes an unused master image is kept before it is evicted first. 1 to 5256000
+        /// (10 years).
+        image_cache_ttl: u64 = "10080", check count::<_, 1, 5_256_000>;
+        /// (ironboot) In cache mode, give nodes http(s):// references as they are instead of
+        /// caching them. A node's instance_info.http_passthrough (true/false) overrides it.
+        http_passthrough: bool = "false";
     }
 
     /// Files written for nodes.
@@ -237,6 +249,11 @@ options! {
         /// Directory that mirrors Ironic's HTTP root: boot.ipxe, <node uuid>/config and
         /// pxelinux.cfg/<mac> links, for operators who serve it with their own web server.
         http_root: PathBuf = "$state_path/httpboot";
+        /// URL of [deploy] http_root as nodes reach it, e.g. http://10.20.0.1:8080: scripts
+        /// point at <http_url>/<node uuid>/<label> for cached images. Unset: the boot
+        /// listener's own address (http://[httpboot] host_ip:port), which nodes can reach
+        /// only when host_ip is not a loopback address.
+        http_url: Option<String> = UNSET, check service_url;
     }
 
     /// Where Glance keeps images in Swift, how temporary URLs are signed, and how ironboot

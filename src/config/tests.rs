@@ -463,6 +463,8 @@ const RANGES: &[(&str, &str, u64, u64)] = &[
     ("ipxe", "download_attempts", 1, 50),
     ("ipxe", "retry_max_delay", 1, 600),
     ("pxe", "ipxe_timeout", 0, 3600),
+    ("pxe", "image_cache_size", 1, 16_777_216),
+    ("pxe", "image_cache_ttl", 1, 5_256_000),
     ("glance", "swift_temp_url_duration", 1, 315_360_000),
     (
         "glance",
@@ -1062,7 +1064,7 @@ fn glance_auth_type_needs_its_options() {
 }
 
 #[test]
-fn glance_options_without_auth_type_or_swift_mode_warn() {
+fn glance_options_without_auth_type_warn_and_cache_mode_takes_glance() {
     let l = ok("[glance]\nusername = x\nauth_url = http://ks:5000\n");
     assert!(l.settings.glance.is_none());
     assert!(
@@ -1070,14 +1072,10 @@ fn glance_options_without_auth_type_or_swift_mode_warn() {
         "{:?}",
         l.warnings
     );
+    // cache mode serves Glance images too: no warning
     let l = ok(&format!("[glance]\n{GLANCE}"));
     assert!(l.settings.glance.is_some());
-    assert!(
-        l.warnings.iter().any(|w| w
-            .contains("glance.auth_type: is set, but Glance images are served only in swift mode")),
-        "{:?}",
-        l.warnings
-    );
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 }
 
 #[test]

@@ -246,6 +246,8 @@ pub struct Settings {
     pub api_token: Option<Secret>,
     /// The template files' contents; pass them to `ipxe::Templates::new`.
     pub templates: TemplateSources,
+    /// `[deploy] http_url` without a trailing `/`, or the boot listener's own URL.
+    pub http_url: String,
 }
 
 /// Reads a key or token file by [`secret::read_secret_file`]'s rule; its warning (whitespace
@@ -456,13 +458,6 @@ fn glance_settings(
         }
         return None;
     };
-    if !options.ipxe.use_swift {
-        warnings.push(at.warning(
-            "glance.auth_type",
-            "is set, but Glance images are served only in swift mode ([ipxe] use_swift = true) \
-             for now; glance:// and bare UUID references will be refused",
-        ));
-    }
     let before = errors.len();
     let password = match (&g.password, &g.password_file) {
         (Some(_), Some(_)) => {
@@ -893,6 +888,28 @@ pub(crate) fn validate(
         ));
     }
 
+    if !options.ipxe.use_swift {
+        // the master cache is created at start: refuse a path that cannot be a directory
+        let path = &options.pxe.tftp_master_path;
+        let mut probe: Option<&Path> = Some(path.as_path());
+        while let Some(p) = probe {
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_dir() => break,
+                Ok(_) => {
+                    errors.push(at.error(
+                        "pxe.tftp_master_path",
+                        format!(
+                            "{} cannot be the image cache's directory: {} is not a directory",
+                            path.display(),
+                            p.display()
+                        ),
+                    ));
+                    break;
+                }
+                Err(_) => probe = p.parent(),
+            }
+        }
+    }
     let templates = templates(&options, at, errors);
 
     let database = database?;
@@ -900,6 +917,13 @@ pub(crate) fn validate(
     if !errors.is_empty() {
         return None;
     }
+    let http_url = match &options.deploy.http_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let b = &options.httpboot;
+            format!("http://{}", std::net::SocketAddr::new(b.host_ip, b.port))
+        }
+    };
     Some(Settings {
         options,
         source,
@@ -908,5 +932,6 @@ pub(crate) fn validate(
         database,
         api_token,
         templates,
+        http_url,
     })
 }

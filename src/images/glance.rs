@@ -466,6 +466,19 @@ impl GlanceClient {
         }
     }
 
+    /// Where the image's bytes are (`GET /v2/images/{id}/file`) and the `X-Auth-Token`
+    /// header to send (marked sensitive), for a download.
+    pub async fn file_request(
+        &self,
+        id: &str,
+    ) -> Result<(String, Option<reqwest::header::HeaderValue>), GlanceError> {
+        let (endpoint, token) = self.session(id).await?;
+        Ok((
+            format!("{endpoint}/v2/images/{id}/file"),
+            token.and_then(|t| t.header()),
+        ))
+    }
+
     /// One `GET /v2/images/{id}`, with retries and one token renewal.
     async fn fetch(&self, id: &str) -> Result<ImageInfo, GlanceError> {
         let (mut endpoint, mut token) = self.session(id).await?;
@@ -602,7 +615,7 @@ pub struct GlanceSource {
 }
 
 /// The canonical id (lowercase, hyphenated) of a Glance reference, or why it is not one.
-fn image_id(field: &str, image: &ImageRef) -> Result<String, ImageError> {
+pub(crate) fn image_id(field: &str, image: &ImageRef) -> Result<String, ImageError> {
     let ImageRef::Glance(text) = image else {
         return Err(ImageError::Unsupported {
             field: field.into(),
@@ -744,6 +757,7 @@ impl GlanceSource {
                 reference: text.to_string(),
                 source: SourceKind::Swift,
                 location: path,
+                checksum: None,
             },
             resolved: "glance → swift".into(),
             size: info.size,

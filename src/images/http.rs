@@ -28,6 +28,7 @@ impl ImageSource for HttpSource {
                 reference: text.to_string(),
                 source: SourceKind::Http,
                 location: self.locate(field, image)?,
+                checksum: None,
             })
         })
     }

@@ -20,6 +20,7 @@
 //! partition image), describe an image for `ironboot image show` ([`ImageSource::inspect`])
 //! and check its services at start ([`ImageSource::probe`]).
 
+pub mod cached;
 pub mod glance;
 pub mod http;
 pub mod keystone;
@@ -151,6 +152,12 @@ pub enum ImageError {
         field: String,
         source: Box<GlanceError>,
     },
+    /// The image could not be fetched into the cache or linked.
+    #[error("{field}: {source}")]
+    Cache {
+        field: String,
+        source: Box<crate::cache::CacheError>,
+    },
 }
 
 impl ImageError {
@@ -169,6 +176,7 @@ impl ImageError {
             ImageError::Unsupported { .. } => ErrorCode::UnsupportedImageRef,
             ImageError::Swift { source, .. } => source.code(),
             ImageError::Glance { source, .. } => source.code(),
+            ImageError::Cache { source, .. } => source.code(),
         }
     }
 
@@ -177,7 +185,8 @@ impl ImageError {
             ImageError::Invalid(f) => &f.field,
             ImageError::Unsupported { field, .. }
             | ImageError::Swift { field, .. }
-            | ImageError::Glance { field, .. } => field,
+            | ImageError::Glance { field, .. }
+            | ImageError::Cache { field, .. } => field,
         }
     }
 }
@@ -285,6 +294,52 @@ pub trait ImageSource: Send + Sync + std::fmt::Debug {
     /// accepts the credentials). Start never fails on it: the caller logs the result.
     fn probe(&self) -> ProbeFuture<'_> {
         Box::pin(async { Ok(String::new()) })
+    }
+}
+
+/// A shared source (one that other code also calls, like the cache's fetch) is a source.
+impl<T: ImageSource + ?Sized> ImageSource for std::sync::Arc<T> {
+    fn kind(&self) -> SourceKind {
+        (**self).kind()
+    }
+    fn accepts(&self, image: &ImageRef) -> bool {
+        (**self).accepts(image)
+    }
+    fn check<'a>(
+        &'a self,
+        field: &'a str,
+        text: &'a str,
+        image: &'a ImageRef,
+        now: i64,
+    ) -> CheckFuture<'a> {
+        (**self).check(field, text, image, now)
+    }
+    fn locate(&self, field: &str, image: &ImageRef) -> Result<String, ImageError> {
+        (**self).locate(field, image)
+    }
+    fn url(
+        &self,
+        field: &str,
+        location: &str,
+        expires: i64,
+        out: &mut String,
+    ) -> Result<bool, ImageError> {
+        (**self).url(field, location, expires, out)
+    }
+    fn inspect<'a>(
+        &'a self,
+        field: &'a str,
+        text: &'a str,
+        image: &'a ImageRef,
+        now: i64,
+    ) -> InspectFuture<'a> {
+        (**self).inspect(field, text, image, now)
+    }
+    fn boot_images<'a>(&'a self, field: &'a str, image: &'a ImageRef) -> BootImagesFuture<'a> {
+        (**self).boot_images(field, image)
+    }
+    fn probe(&self) -> ProbeFuture<'_> {
+        (**self).probe()
     }
 }
 

@@ -264,6 +264,7 @@ impl ImageSource for SwiftSource {
                 reference: text.to_string(),
                 source: SourceKind::Swift,
                 location: path,
+                checksum: None,
             })
         })
     }
@@ -290,6 +291,7 @@ impl ImageSource for SwiftSource {
                     reference: text.to_string(),
                     source: SourceKind::Swift,
                     location: path,
+                    checksum: None,
                 },
                 resolved: "swift".into(),
                 size: info.size,

@@ -203,10 +203,13 @@ pub(super) async fn set_boot(
     State(app): State<Arc<App>>,
     Path(ident): Path<String>,
     body: Bytes,
-) -> Result<Json<Node>, ApiError> {
+) -> Result<(StatusCode, Json<Node>), ApiError> {
     let req: BootRequest = parse_json(&body)?;
     let target: Target = parse_enum("target", &req.target)?;
-    Ok(Json(app.service.set_boot(&ident, target).await?))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(app.service.set_boot(&ident, target).await?),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -145,7 +145,7 @@ async fn glance_uuids_prepare_and_serve_tempurls_that_fetch_the_image_bytes() {
     )
     .await;
     let (st, ready) = s.set_target(&uuid, "deploy").await;
-    assert_eq!(st, StatusCode::OK, "{ready}");
+    assert_eq!(st, StatusCode::ACCEPTED, "{ready}");
     assert_eq!(ready["state"], "ready");
     let (_, shown) = s
         .call(Method::GET, &format!("/v1/nodes/{uuid}"), None)
@@ -172,7 +172,7 @@ async fn glance_uuids_prepare_and_serve_tempurls_that_fetch_the_image_bytes() {
     assert_eq!(fetch(&s, &again[0]).await.1, img.kernel_bytes);
 
     let (st, r) = s.set_target(&uuid, "instance").await;
-    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
     let urls = script_urls(&s, &img, &path, [&img.kernel, &img.ramdisk]).await;
     assert_eq!(fetch(&s, &urls[1]).await.1, img.ramdisk_bytes);
     s.stop().await;
@@ -195,7 +195,7 @@ async fn the_boot_path_never_calls_glance() {
         json!({}),
     )
     .await;
-    assert_eq!(s.set_target(&uuid, "deploy").await.0, StatusCode::OK);
+    assert_eq!(s.set_target(&uuid, "deploy").await.0, StatusCode::ACCEPTED);
     let after_prepare = glance.seen().len();
     assert_eq!(after_prepare, 2, "{:?}", glance.seen());
     for _ in 0..3 {
@@ -228,7 +228,7 @@ async fn a_partition_image_source_boots_its_kernel_id_and_ramdisk_id() {
     )
     .await;
     let (st, r) = s.set_target(&uuid, "instance").await;
-    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
     assert_eq!(
         r["prepared"]["kernel"]["reference"],
         json!(img.kernel),
@@ -245,7 +245,10 @@ async fn a_partition_image_source_boots_its_kernel_id_and_ramdisk_id() {
         json!({"image_source": partition, "kernel": "http://10.0.2.2/explicit-kernel"}),
     )
     .await;
-    assert_eq!(s.set_target(&uuid, "instance").await.0, StatusCode::OK);
+    assert_eq!(
+        s.set_target(&uuid, "instance").await.0,
+        StatusCode::ACCEPTED
+    );
     let (_, script) = s.boot_get(&path).await;
     let urls = image_urls(&script);
     assert_eq!(urls[0], "http://10.0.2.2/explicit-kernel");
@@ -361,7 +364,7 @@ async fn bad_glance_images_get_their_own_errors_and_last_error() {
     )
     .await;
     let (st, r) = s.set_target(&uuid, "deploy").await;
-    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
 
     let deactivated = env.image_with(&img.token, b"deactivated", json!({})).await;
     env.deactivate(&img.token, &deactivated).await;
@@ -448,7 +451,7 @@ async fn another_projects_private_image_is_not_found_for_a_user_outside_it() {
     )
     .await;
     let (st, r) = s.set_target(&uuid, "deploy").await;
-    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
     let m = refused(
         &s,
         &services,
@@ -750,7 +753,7 @@ async fn bare_and_v3_auth_urls_both_work() {
         )
         .await;
         let (st, r) = s.set_target(&uuid, "deploy").await;
-        assert_eq!(st, StatusCode::OK, "auth_url = {auth_url}: {r}");
+        assert_eq!(st, StatusCode::ACCEPTED, "auth_url = {auth_url}: {r}");
         s.stop().await;
     }
     // Glance's root also answers 300, with image API versions: not Keystone
@@ -796,7 +799,8 @@ async fn the_token_is_renewed_before_it_expires_by_the_services_clock() {
         json!({}),
     )
     .await;
-    let prepare = || async { assert_eq!(s.set_target(&uuid, "deploy").await.0, StatusCode::OK) };
+    let prepare =
+        || async { assert_eq!(s.set_target(&uuid, "deploy").await.0, StatusCode::ACCEPTED) };
     prepare().await;
     assert_eq!(keystone.token_requests(), 1);
     prepare().await;
@@ -883,7 +887,7 @@ async fn a_token_glance_refuses_is_renewed_once() {
     )
     .await;
     let (st, r) = s.set_target(&uuid, "deploy").await;
-    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
     assert_eq!(
         keystone.token_requests(),
         2,
@@ -972,7 +976,7 @@ async fn nodes_sharing_an_image_cost_one_glance_request_per_cache_period() {
         });
     }
     while let Some(status) = set.join_next().await {
-        assert_eq!(status.unwrap(), StatusCode::OK);
+        assert_eq!(status.unwrap(), StatusCode::ACCEPTED);
     }
     assert_eq!(
         (gets(&img.kernel), gets(&img.ramdisk)),
@@ -983,11 +987,14 @@ async fn nodes_sharing_an_image_cost_one_glance_request_per_cache_period() {
 
     // within the period: no request; after it: one more per image
     s.clock.advance_secs(29);
-    assert_eq!(s.set_target(&uuids[0], "deploy").await.0, StatusCode::OK);
+    assert_eq!(
+        s.set_target(&uuids[0], "deploy").await.0,
+        StatusCode::ACCEPTED
+    );
     assert_eq!((gets(&img.kernel), gets(&img.ramdisk)), (1, 1));
     s.clock.advance_secs(2);
     for uuid in &uuids[..5] {
-        assert_eq!(s.set_target(uuid, "deploy").await.0, StatusCode::OK);
+        assert_eq!(s.set_target(uuid, "deploy").await.0, StatusCode::ACCEPTED);
     }
     assert_eq!((gets(&img.kernel), gets(&img.ramdisk)), (2, 2));
     s.stop().await;
@@ -1044,7 +1051,7 @@ async fn secrets_never_appear_in_errors_logs_metrics_or_debug() {
         json!({}),
     )
     .await;
-    assert_eq!(s.set_target(&uuid, "deploy").await.0, StatusCode::OK);
+    assert_eq!(s.set_target(&uuid, "deploy").await.0, StatusCode::ACCEPTED);
     let (_, shown) = s
         .call(Method::GET, &format!("/v1/nodes/{uuid}"), None)
         .await;
@@ -1127,7 +1134,7 @@ async fn secrets_never_appear_in_errors_logs_metrics_or_debug() {
         .await
         .unwrap()
         .status();
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::ACCEPTED);
     crate::cli::sigterm(&serving.child);
     let (_, logs) = tokio::task::spawn_blocking(move || serving.wait(Duration::from_secs(20)))
         .await
@@ -1310,7 +1317,7 @@ async fn seed_0_and_seed_3_glances_with_a_segmented_image() {
         )
         .await;
         let (st, r) = s.set_target(&uuid, "deploy").await;
-        assert_eq!(st, StatusCode::OK, "seed {}: {r}", env.seed);
+        assert_eq!(st, StatusCode::ACCEPTED, "seed {}: {r}", env.seed);
         let (_, script) = s.boot_get(&path).await;
         let urls = image_urls(&script);
         let object = ironboot::tempurl::glance::image_path(

@@ -287,7 +287,7 @@ async fn regression_one_corrupt_node_row_stops_the_whole_service(db: Db) {
                 Some(json!({"target": "local"})),
             )
             .await;
-        assert_eq!(st, StatusCode::OK, "{n}");
+        assert_eq!(st, StatusCode::ACCEPTED, "{n}");
         macs.push(mac);
         uuids.push(uuid);
     }

@@ -88,7 +88,7 @@ async fn swift_mode_prepares_and_serves_fresh_tempurls() {
             .await;
         let uuid = node["uuid"].as_str().unwrap().to_string();
         let (st, ready) = s.set_target(&uuid, "deploy").await;
-        assert_eq!(st, StatusCode::OK, "{ready}");
+        assert_eq!(st, StatusCode::ACCEPTED, "{ready}");
         assert_eq!(ready["state"], "ready");
 
         let path = format!("/pxelinux.cfg/{}", mac.replace(':', "-"));
@@ -254,7 +254,7 @@ async fn digest_ip_range_and_key_file_options_reach_the_urls() {
         .await;
     let uuid = node["uuid"].as_str().unwrap();
     let (st, r) = s.set_target(uuid, "deploy").await;
-    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
     let (_, script) = s
         .boot_get(&format!("/pxelinux.cfg/{}", mac.replace(':', "-")))
         .await;

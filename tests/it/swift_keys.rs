@@ -86,7 +86,11 @@ async fn the_key_and_account_are_read_from_swift_and_a_rotation_never_breaks_a_b
     assert_eq!(st, StatusCode::CREATED, "{node}");
     let uuid = node["uuid"].as_str().unwrap().to_string();
     let (st, ready) = s.set_target(&uuid, "deploy").await;
-    assert_eq!(st, StatusCode::OK, "prepare HEADs through key A: {ready}");
+    assert_eq!(
+        st,
+        StatusCode::ACCEPTED,
+        "prepare HEADs through key A: {ready}"
+    );
     let script_path = format!("/pxelinux.cfg/{}", mac.replace(':', "-"));
     let script = || async { s.boot_get(&script_path).await.1 };
     let mirror = s.http_root().join(&uuid).join("config");
@@ -272,7 +276,7 @@ async fn the_key_is_read_through_keystone_and_the_catalogs_object_store() {
         .await;
     let uuid = node["uuid"].as_str().unwrap().to_string();
     let (st, ready) = s.set_target(&uuid, "deploy").await;
-    assert_eq!(st, StatusCode::OK, "{ready}");
+    assert_eq!(st, StatusCode::ACCEPTED, "{ready}");
     let path = format!("/pxelinux.cfg/{}", mac.replace(':', "-"));
     let urls = image_urls(&s.boot_get(&path).await.1);
     assert_eq!(urls.len(), 2);

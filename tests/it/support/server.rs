@@ -81,6 +81,11 @@ impl TestServer {
             text.push_str(&format!("[database]\nconnection = {url}\n"));
             pg_db = Some(url);
         }
+        // Tests of the API and of swift mode hand nodes http(s) URLs as they are; the tests
+        // of cache mode say `http_passthrough = false`.
+        if !extra.contains("http_passthrough") {
+            text.push_str("[pxe]\nhttp_passthrough = true\n");
+        }
         text.push_str(extra);
         let loaded = ironboot::config::from_str(&text, None)
             .unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
