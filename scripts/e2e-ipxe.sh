@@ -476,11 +476,11 @@ re_escape() { sed 's/[][\.*^$+?(){}|/]/\\&/g' <<<"$1"; }
 #   proxy-server: 127.0.0.1 127.0.0.1 26/Nov/2026/01/12/55 GET
 #   /v1/AUTH_test/c/deploy/vmlinuz%3Ftemp_url_sig%3D0123456789abcdef...%26temp_url_expires%3D1795655575
 #   HTTP/1.0 200 - iPXE/1.0.0%2Bgit-20190125.36a4c85-5.1 ...
-tempurl_re() {  # method object
+tempurl_re() {  # method container/object
     printf ' %s %s%%3F[^ ]*temp_url_sig%%3D[0-9a-f]+[^ ]* HTTP/1\\.[01] 200 ' \
-        "$1" "$(re_escape "/v1/$SWIFT_ACCOUNT/$CONT/$2")"
+        "$1" "$(re_escape "/v1/$SWIFT_ACCOUNT/$2")"
 }
-wait_swift_log() {  # offset method object -> the matching log line(s) on stdout; polls up to 5 s
+wait_swift_log() {  # offset method container/object -> the matching log line(s) on stdout; polls up to 5 s
     local off=$1 re i out
     re=$(tempurl_re "$2" "$3")
     for i in $(seq 1 25); do
@@ -561,28 +561,32 @@ no_swift_get() {  # offset path-prefix under the container ('' = anything)
 }
 
 # common checks of a run that must boot our kernel+initrd from Swift
-check_linux_boot() {  # role prefix(deploy|instance) kernel-name initrd-name logoff
-    local role=$1 prefix=$2 kname=$3 iname=$4 off=$5 line
+check_linux_boot() {  # role kernel-name initrd-name logoff mac kernel-object initrd-object
+    # (objects as container/object); the proxy log lines of iPXE's GETs -> GOT_LINE[object]
+    local role=$1 kname=$2 iname=$3 off=$4 mac=$5 line o; shift 5
+    GOT_LINE=()
     check "QEMU exited on its own after poweroff (${VM_WALL}s, $VM_END, rc $VM_RC)" \
         test "$VM_END:$VM_RC" = exited:0 || serial_tail
     check "serial: BOOT-MARKER-OK" serial_has BOOT-MARKER-OK
     check "serial: IRONBOOT-E2E-ROLE=$role" grep -Eq "^IRONBOOT-E2E-ROLE=$role\$" <<<"$SER"
     CMDLINE=$(grep -m1 '^CMDLINE: ' <<<"$SER" | sed 's/^CMDLINE: //; s/[[:space:]]*$//')
     echo "  INFO cmdline: $CMDLINE" | tee -a "$OUT/checks.txt"
-    check "cmdline has BOOTIF=01-$(hexhyp "$MAC")" cmdline_has "BOOTIF=01-$(hexhyp "$MAC")"
+    check "cmdline has BOOTIF=01-$(hexhyp "$mac")" cmdline_has "BOOTIF=01-$(hexhyp "$mac")"
     check "cmdline has initrd=$iname" cmdline_has "initrd=$iname"
-    check "serial: iPXE chained pxelinux.cfg/$(hexhyp "$MAC")" serial_has "trying pxelinux.cfg/$(hexhyp "$MAC")"
+    check "serial: iPXE chained pxelinux.cfg/$(hexhyp "$mac")" serial_has "trying pxelinux.cfg/$(hexhyp "$mac")"
     check "serial: iPXE downloaded $kname and $iname" serial_has "downloading $kname and $iname"
-    for o in "$prefix/vmlinuz" "$prefix/initrd.img"; do
+    for o in "$@"; do
         if line=$(wait_swift_log "$off" GET "$o"); then
-            pass "Swift proxy log: TempURL GET 200 of $CONT/$o"
+            pass "Swift proxy log: TempURL GET 200 of $o"
             echo "  INFO $(head -n1 <<<"$line" | cut -c1-220)" | tee -a "$OUT/checks.txt"
             check "that GET came from iPXE (User-Agent)" grep -q ' iPXE/' <<<"$line"
+            GOT_LINE[$o]=$(grep -m1 ' iPXE/' <<<"$line")
         else
-            fail "Swift proxy log: no TempURL GET 200 of $CONT/$o with temp_url_sig since the VM started"
+            fail "Swift proxy log: no TempURL GET 200 of $o with temp_url_sig since the VM started"
         fi
     done
 }
+declare -A GOT_LINE
 
 check_renders() {  # expected deltas: master node_ok node_not_found fallback (-: not checked)
     local want=("$@") i k d
@@ -600,29 +604,29 @@ begin() {  # tag
     echo | tee -a "$OUT/checks.txt"
     say "==== $1 ====" | tee -a "$OUT/checks.txt"
 }
-prepare() {  # boot-mode target [swift prefix whose kernel+initrd the prepare HEAD-checks]
-    local off o
-    ib_step "set boot mode $1" node update vm1 --boot-mode "$1" || return 1
+prepare() {  # node boot-mode target [container/object the prepare HEAD-checks ...]
+    local node=$1 mode=$2 target=$3 off o; shift 3
+    ib_step "set boot mode $mode" node update "$node" --boot-mode "$mode" || return 1
     off=$(log_size)
-    ib_step "prepare target $2" node boot vm1 --target "$2" || return 1
-    pass "\`ironboot node boot vm1 --target $2\` succeeded"
-    for o in ${3:+"$3/vmlinuz" "$3/initrd.img"}; do
-        check "the prepare HEAD-checked $CONT/$o through a TempURL (Swift proxy log)" \
+    ib_step "prepare target $target" node boot "$node" --target "$target" || return 1
+    pass "\`ironboot node boot $node --target $target\` succeeded"
+    for o in "$@"; do
+        check "the prepare HEAD-checked $o through a TempURL (Swift proxy log)" \
             swift_logged "$off" HEAD "$o"
     done
-    ib node ipxe vm1 >"$OUT/$CUR.node.ipxe" 2>&1
+    ib node ipxe "$node" >"$OUT/$CUR.node.ipxe" 2>&1
 }
 
 # ---------------------------------------------------------------- scenarios
 sc_deploy() {  # mode
     local mode=$1 tag=$1-deploy off
     begin "$tag"
-    prepare "$mode" deploy deploy || return
+    prepare vm1 "$mode" deploy "$CONT/deploy/vmlinuz" "$CONT/deploy/initrd.img" || return
     off=$(log_size); metrics_snapshot M0
     say "booting $mode VM, mac $MAC"
     run_vm "$mode" "$MAC" "$tag"
     SER=$(cat "$OUT/$tag.serial.txt")
-    check_linux_boot deploy deploy deploy_kernel deploy_ramdisk "$off"
+    check_linux_boot deploy deploy_kernel deploy_ramdisk "$off" "$MAC" "$CONT/deploy/vmlinuz" "$CONT/deploy/initrd.img"
     check "cmdline has [pxe] kernel_append_params (ironboot_e2e=$NONCE)" cmdline_has "ironboot_e2e=$NONCE"
     check "cmdline has console=ttyS0" cmdline_has console=ttyS0
     check_renders 1 1 - -
@@ -649,12 +653,12 @@ sc_fallback() {  # mode
 sc_instance() {  # mode
     local mode=$1 tag=$1-instance off
     begin "$tag"
-    prepare "$mode" instance instance || return
+    prepare vm1 "$mode" instance "$CONT/instance/vmlinuz" "$CONT/instance/initrd.img" || return
     off=$(log_size); metrics_snapshot M0
     say "booting $mode VM, mac $MAC"
     run_vm "$mode" "$MAC" "$tag"
     SER=$(cat "$OUT/$tag.serial.txt")
-    check_linux_boot instance instance kernel ramdisk "$off"
+    check_linux_boot instance kernel ramdisk "$off" "$MAC" "$CONT/instance/vmlinuz" "$CONT/instance/initrd.img"
     check "cmdline has the node's kernel_append_params (role=instance ironboot_e2e_instance=$NONCE)" \
         cmdline_has "role=instance ironboot_e2e_instance=$NONCE"
     check "cmdline does not have [pxe] kernel_append_params (ironboot_e2e=$NONCE)" \
@@ -666,7 +670,7 @@ sc_instance() {  # mode
 sc_local() {  # mode
     local mode=$1 tag=$1-local off stop what
     begin "$tag"
-    prepare "$mode" local || return
+    prepare vm1 "$mode" local || return
     off=$(log_size); metrics_snapshot M0
     say "booting $mode VM, mac $MAC (expecting an exit to the firmware)"
     # Once iPXE has exited, SeaBIOS tries its other devices and prints "No bootable
