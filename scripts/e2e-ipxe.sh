@@ -26,8 +26,20 @@
 #                  to SeaBIOS ("No bootable device"; QEMU is killed then); no Swift GET
 #   uefi-local     the same under OVMF: no sanboot; iPXE exits and OVMF moves on to its
 #                  next boot option ("BdsDxe: failed to load Boot0001 ..."; QEMU is killed)
-#   (bios-deploy, uefi-deploy and bios-instance first check that `ironboot node boot`
-#   HEAD-checked the two objects through TempURLs: HEAD lines in Swift's proxy log)
+#   bios-glance    node vm-glance (mac 52:54:00:12:34:57) whose driver_info holds ONLY
+#                  the deploy kernel and initrd as Glance images: deploy_kernel=<uuid>,
+#                  deploy_ramdisk=glance://<uuid>, uploaded into the REAL Glance of
+#                  scripts/test.sh, whose store is this Swift (container glance, seed 0;
+#                  from 1,024,000 bytes on, a manifest plus 1 MB segments: checked).
+#                  ROLE=deploy, cmdline as bios-deploy; Swift's proxy log shows iPXE's
+#                  TempURL GETs of glance/<kernel uuid> and glance/<initrd uuid> with all
+#                  their bytes (and the segments read for them); the node's script points
+#                  at Swift only, and ironboot's boot listener answered nothing but
+#                  /boot.ipxe and /pxelinux.cfg/{mac} (ironboot_http_requests_total), so
+#                  no image byte went through ironboot
+#   uefi-glance    the same after `node update vm-glance --boot-mode uefi` (OVMF)
+#   (bios-deploy, uefi-deploy, bios-instance and *-glance first check that `ironboot node
+#   boot` HEAD-checked the two objects through TempURLs: HEAD lines in Swift's proxy log)
 # Each run also checks ironboot's /metrics (ironboot_script_renders_total deltas), so
 # /boot.ipxe and /pxelinux.cfg/<mac> were really answered by ironboot.
 #
@@ -53,7 +65,20 @@
 #   E2E_NIC           QEMU NIC model (e1000)
 #   E2E_ACCEL         QEMU accelerator (tcg; the PVM flavour of KVM on our CI hosts
 #                     cannot run iPXE's real-mode code)
-#   E2E_KEEP_SWIFT=1  do not delete the test container at the end
+#   IRONBOOT_TEST_KEYSTONE_URL (no /v3) IRONBOOT_TEST_KEYSTONE_USER _PASSWORD _PROJECT
+#   IRONBOOT_TEST_KEYSTONE_DOMAIN (Default) IRONBOOT_TEST_KEYSTONE_REGION (optional)
+#   IRONBOOT_TEST_GLANCE_URL IRONBOOT_TEST_GLANCE_SWIFT_ACCOUNT (must be the account of
+#                     SWIFT_AIO_USER) IRONBOOT_TEST_GLANCE_CONTAINER (glance)
+#   IRONBOOT_TEST_GLANCE_SEED (must be 0)
+#                     Keystone and the seed-0 Glance (exported by scripts/test.sh) for
+#                     *-glance: the images are uploaded as that user, ironboot reads them
+#                     as that user ([glance] auth_type = password).  REQUIRED when a
+#                     *-glance scenario runs: missing ones make it FAIL, never skip.
+#                     Swift has to accept ironboot's one temp-URL key for container glance
+#                     too: the script puts it there as X-Container-Meta-Temp-URL-Key (not on
+#                     the account, whose keys the Rust tests set), or reuses the key an
+#                     earlier run put there, so that concurrent runs agree; it stays.
+#   E2E_KEEP_SWIFT=1  do not delete the test container and the Glance images at the end
 #   IRONBOOT_TEST_SKIP_APT=1  never call apt-get (missing packages are then an error;
 #                     note that fetching the kernel/busybox .debs into an empty cache
 #                     still needs `apt-get download`)
@@ -81,7 +106,7 @@ mkdir -p "$TD" || { echo "[e2e] cannot create $TD" >&2; exit 2; }
 TD=$(cd "$TD" && pwd -P)
 CACHE=$TD/cache
 OUT=$TD/e2e-last
-SCENARIOS=${E2E_SCENARIOS:-bios-deploy uefi-deploy bios-fallback uefi-fallback bios-instance bios-local uefi-local}
+SCENARIOS=${E2E_SCENARIOS:-bios-deploy uefi-deploy bios-fallback uefi-fallback bios-instance bios-local uefi-local bios-glance uefi-glance}
 VM_TIMEOUT=${E2E_VM_TIMEOUT:-120}
 LOCAL_GRACE=${E2E_LOCAL_GRACE:-15}
 MEM=${E2E_MEM:-256}
@@ -90,6 +115,7 @@ ACCEL=${E2E_ACCEL:-tcg}
 IB_LOG_FILTER=${IRONBOOT_E2E_LOG:-info,ironboot=debug}
 MAC=52:54:00:12:34:56
 MAC_UNKNOWN=52:54:00:65:43:21
+MAC_GLANCE=52:54:00:12:34:57
 QEMU=qemu-system-x86_64
 OVMF=/usr/share/ovmf/OVMF.fd
 PKGS=(qemu-system-x86 ipxe-qemu ovmf cpio gzip curl)
@@ -102,6 +128,7 @@ hexhyp() { echo "$1" | tr ':' '-'; }
 
 # ---------------------------------------------------------------- state + cleanup
 WAIT_RC="" QEMU_PID="" IB_PID="" SWIFT_STARTED=0 SWIFT_DIR_OWN="" SWIFT_TOKEN="" CONT=""
+GLANCE_IMAGES=()   # ids of the Glance images this run created (deleted on exit)
 NPASS=0 NFAIL=0 FAILED_CHECKS=() TIMINGS=()
 INTERRUPTED=""
 
@@ -133,12 +160,44 @@ swift_cleanup_container() {
     curl -s -o /dev/null -m 10 -X DELETE -H "X-Auth-Token: $SWIFT_TOKEN" "$SWIFT_STORAGE/$CONT" || true
 }
 
+# A project-scoped token of the Keystone user of the *-glance scenarios, on stdout.  The
+# password goes to curl on stdin, not on a command line.
+keystone_token() {
+    local hdrs
+    hdrs=$(python3 -c 'import json, os
+e = os.environ
+d = {"name": e.get("IRONBOOT_TEST_KEYSTONE_DOMAIN") or "Default"}
+print(json.dumps({"auth": {
+    "identity": {"methods": ["password"], "password": {"user": {
+        "name": e["IRONBOOT_TEST_KEYSTONE_USER"], "domain": d,
+        "password": e["IRONBOOT_TEST_KEYSTONE_PASSWORD"]}}},
+    "scope": {"project": {"name": e["IRONBOOT_TEST_KEYSTONE_PROJECT"], "domain": d}}}}))' \
+        | curl -s -m 20 -D - -o /dev/null -H 'Content-Type: application/json' --data-binary @- \
+            "${IRONBOOT_TEST_KEYSTONE_URL%/}/v3/auth/tokens" | tr -d '\r') || return 1
+    awk -F': ' 'tolower($1) == "x-subject-token" {print $2}' <<<"$hdrs" | grep .
+}
+
+glance_cleanup() {  # deletes this run's Glance images (Glance deletes their Swift objects)
+    [ "${#GLANCE_IMAGES[@]}" != 0 ] || return 0
+    [ "${E2E_KEEP_SWIFT:-0}" = 1 ] && { say "keeping Glance images ${GLANCE_IMAGES[*]}"; return 0; }
+    local tok id st
+    # a fresh token: the one of the setup may have expired (test.sh's live 60 s)
+    tok=$(keystone_token) || { say "WARNING: no Keystone token: Glance images ${GLANCE_IMAGES[*]} are left"; return 0; }
+    for id in "${GLANCE_IMAGES[@]}"; do
+        st=$(curl -s -o /dev/null -m 30 -w '%{http_code}' -X DELETE -H "X-Auth-Token: $tok" \
+            "${IRONBOOT_TEST_GLANCE_URL%/}/v2/images/$id")
+        case "$st" in 204|404) ;; *) say "WARNING: deleting Glance image $id -> $st" ;; esac
+    done
+    GLANCE_IMAGES=()
+}
+
 cleanup() {
     local rc=$? t
     trap '' INT TERM
     if [ -n "$QEMU_PID" ]; then kill_pid "$QEMU_PID" qemu 5; QEMU_PID=""; fi
     if [ -n "$IB_PID" ]; then kill_pid "$IB_PID" ironboot 10; IB_PID=""; fi
     swift_cleanup_container
+    glance_cleanup
     if [ "$SWIFT_STARTED" = 1 ]; then
         scripts/swift-aio.sh stop "$SWIFT_DIR_OWN" >/dev/null 2>&1 || say "WARNING: stopping Swift in $SWIFT_DIR_OWN failed"
     fi
@@ -358,6 +417,109 @@ swift_req 201 PUT "$SWIFT_STORAGE/$CONT/instance/vmlinuz" -T "$CACHE/vmlinuz" ||
 swift_req 201 PUT "$SWIFT_STORAGE/$CONT/instance/initrd.img" -T "$OUT/build/instance-initrd.img" || die "upload failed"
 say "Swift $SWIFT_PROXY: container $SWIFT_ACCOUNT/$CONT with deploy/ and instance/ kernel+initrd (proxy log $PROXY_LOG)"
 
+# ---------------------------------------------------------------- Glance (*-glance)
+# The deploy kernel and initrd above become images of the REAL Glance of scripts/test.sh,
+# whose store is this Swift.  Whatever is missing or fails here is GLANCE_ERR, and each
+# *-glance scenario then FAILs with it (a missing service never skips); the others run.
+GLANCE_WANTED=0
+case " $SCENARIOS " in *" bios-glance "*|*" uefi-glance "*) GLANCE_WANTED=1 ;; esac
+GLANCE_VARS=(IRONBOOT_TEST_KEYSTONE_URL IRONBOOT_TEST_KEYSTONE_USER IRONBOOT_TEST_KEYSTONE_PASSWORD
+    IRONBOOT_TEST_KEYSTONE_PROJECT IRONBOOT_TEST_GLANCE_URL IRONBOOT_TEST_GLANCE_SWIFT_ACCOUNT)
+GLANCE_CONT=${IRONBOOT_TEST_GLANCE_CONTAINER:-glance}
+KS_DOMAIN=${IRONBOOT_TEST_KEYSTONE_DOMAIN:-Default}
+GLANCE_ERR="" GLANCE_CONF=0 GLANCE_TOKEN="" GL_ID="" GL_KERNEL="" GL_RAMDISK="" GL_KEY_HOW=""
+declare -A GL_SIZE   # image id -> bytes
+
+json_field() {  # key: the value of a top-level key of the JSON document on stdin ('' if none)
+    python3 -c 'import json, sys
+v = json.load(sys.stdin).get(sys.argv[1])
+print("" if v is None else v)' "$1" 2>/dev/null
+}
+glance_api() {  # body-file method path [curl args...] -> HTTP status on stdout
+    local f=$1 m=$2 p=$3; shift 3
+    curl -s -m 120 -o "$f" -w '%{http_code}' -X "$m" -H "X-Auth-Token: $GLANCE_TOKEN" "$@" \
+        "${IRONBOOT_TEST_GLANCE_URL%/}$p"
+}
+glance_image() {  # name disk+container format file -> GL_ID (an active image), or GLANCE_ERR
+    local name=$1 fmt=$2 file=$3 j=$OUT/build/glance.json st status="" size
+    GL_ID=""
+    st=$(glance_api "$j" POST /v2/images -H 'Content-Type: application/json' -d "{\"name\": \"$name\",
+        \"disk_format\": \"$fmt\", \"container_format\": \"$fmt\", \"visibility\": \"private\"}")
+    [ "$st" = 201 ] && GL_ID=$(json_field id <"$j") && [ -n "$GL_ID" ] \
+        || { GLANCE_ERR="Glance POST /v2/images ($name) -> $st: $(head -c 300 "$j")"; return 1; }
+    GLANCE_IMAGES+=("$GL_ID")
+    st=$(glance_api "$j" PUT "/v2/images/$GL_ID/file" -H 'Content-Type: application/octet-stream' -T "$file")
+    [ "$st" = 204 ] || { GLANCE_ERR="Glance PUT /v2/images/$GL_ID/file ($file) -> $st: $(head -c 300 "$j")"; return 1; }
+    for _ in $(seq 1 60); do
+        st=$(glance_api "$j" GET "/v2/images/$GL_ID")
+        status=$(json_field status <"$j")
+        [ "$st:$status" = 200:active ] && break
+        sleep 0.5
+    done
+    [ "$status" = active ] || { GLANCE_ERR="Glance image $GL_ID ($name) is '$status' 30 s after its upload, not active"; return 1; }
+    size=$(json_field size <"$j")
+    GL_SIZE[$GL_ID]=$(stat -c %s "$file")
+    [ "$size" = "${GL_SIZE[$GL_ID]}" ] \
+        || { GLANCE_ERR="Glance image $GL_ID ($name) has size $size, its file ${GL_SIZE[$GL_ID]}"; return 1; }
+    say "Glance image $GL_ID: $name, $fmt, $size bytes, active"
+}
+container_key() {  # container -> its X-Container-Meta-Temp-URL-Key on stdout ('' if none)
+    curl -s -m 20 -I -H "X-Auth-Token: $SWIFT_TOKEN" "$SWIFT_STORAGE/$1" | tr -d '\r' \
+        | awk -F': ' 'tolower($1) == "x-container-meta-temp-url-key" {print $2}'
+}
+# ironboot signs every TempURL with one key, so Swift must accept TEMP_URL_KEY for the
+# container Glance stores into too.  Not on the account: the Rust tests set its keys.  The
+# key on container glance is shared by e2e runs against this Swift: an earlier run's is
+# reused (and then set on $CONT as well), so concurrent runs agree; it is never removed.
+glance_temp_url_key() {
+    local k
+    k=$(container_key "$GLANCE_CONT")
+    if [ -z "$k" ]; then
+        swift_req '204' POST "$SWIFT_STORAGE/$GLANCE_CONT" -H "X-Container-Meta-Temp-URL-Key: $TEMP_URL_KEY" \
+            || { GLANCE_ERR="cannot set the Temp-URL-Key of container $GLANCE_CONT"; return 1; }
+        k=$(container_key "$GLANCE_CONT")   # a concurrent run may have set its own first
+        GL_KEY_HOW="set by this run"
+    else
+        GL_KEY_HOW="reused: set by an earlier run"
+    fi
+    [ -n "$k" ] || { GLANCE_ERR="container $GLANCE_CONT has no Temp-URL-Key after setting it"; return 1; }
+    if [ "$k" != "$TEMP_URL_KEY" ]; then
+        TEMP_URL_KEY=$k
+        swift_req '204' POST "$SWIFT_STORAGE/$CONT" -H "X-Container-Meta-Temp-URL-Key: $TEMP_URL_KEY" \
+            || { GLANCE_ERR="cannot set the Temp-URL-Key of container $CONT"; return 1; }
+    fi
+}
+glance_setup() {  # -> GL_KERNEL, GL_RAMDISK, GLANCE_CONF=1 when ironboot can be configured; or GLANCE_ERR
+    local v missing=()
+    for v in "${GLANCE_VARS[@]}"; do [ -n "${!v:-}" ] || missing+=("$v"); done
+    if [ "${#missing[@]}" != 0 ]; then
+        GLANCE_ERR="${missing[*]} unset: no Keystone/Glance to test against (scripts/test.sh exports them)"
+        return 1
+    fi
+    GLANCE_CONF=1
+    [ "$IRONBOOT_TEST_GLANCE_SWIFT_ACCOUNT" = "$SWIFT_ACCOUNT" ] || {
+        GLANCE_ERR="Glance stores into Swift account $IRONBOOT_TEST_GLANCE_SWIFT_ACCOUNT (IRONBOOT_TEST_GLANCE_SWIFT_ACCOUNT), $SWIFT_USER's is $SWIFT_ACCOUNT"
+        return 1
+    }
+    [ "${IRONBOOT_TEST_GLANCE_SEED:-0}" = 0 ] || {
+        GLANCE_ERR="IRONBOOT_TEST_GLANCE_SEED=$IRONBOOT_TEST_GLANCE_SEED: *-glance needs the seed-0 Glance (every image in $GLANCE_CONT)"
+        return 1
+    }
+    GLANCE_TOKEN=$(keystone_token) || {
+        GLANCE_ERR="Keystone at $IRONBOOT_TEST_KEYSTONE_URL gave no token to $IRONBOOT_TEST_KEYSTONE_USER (project $IRONBOOT_TEST_KEYSTONE_PROJECT)"
+        return 1
+    }
+    glance_image "ironboot-e2e-$NONCE-deploy-kernel" aki "$CACHE/vmlinuz" || return 1
+    GL_KERNEL=$GL_ID
+    glance_image "ironboot-e2e-$NONCE-deploy-ramdisk" ari "$OUT/build/deploy-initrd.img" || return 1
+    GL_RAMDISK=$GL_ID
+    glance_temp_url_key || return 1
+    say "Glance ${IRONBOOT_TEST_GLANCE_URL%/}: deploy kernel $GL_KERNEL, ramdisk $GL_RAMDISK in $SWIFT_ACCOUNT/$GLANCE_CONT; its Temp-URL-Key: $GL_KEY_HOW"
+}
+if [ "$GLANCE_WANTED" = 1 ] && ! glance_setup; then
+    say "Glance setup failed, the *-glance scenarios will FAIL: $GLANCE_ERR"
+fi
+
 # ---------------------------------------------------------------- ironboot serve
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -402,6 +564,24 @@ swift_internal_endpoint_url = http://127.0.0.1:$SWIFT_PORT
 swift_account = $SWIFT_ACCOUNT
 swift_temp_url_key_file = $OUT/build/temp-url-key
 EOF
+if [ "$GLANCE_CONF" = 1 ]; then
+    # *-glance: image metadata from Glance as the Keystone user that uploaded them; the
+    # objects are in $SWIFT_ACCOUNT (Glance's account, checked above)/$GLANCE_CONT, seed 0
+    printf '%s\n' "$IRONBOOT_TEST_KEYSTONE_PASSWORD" >"$OUT/build/keystone-password"
+    chmod 600 "$OUT/build/keystone-password"
+    cat >>"$CONF" <<EOF
+auth_type = password
+auth_url = ${IRONBOOT_TEST_KEYSTONE_URL%/}
+username = $IRONBOOT_TEST_KEYSTONE_USER
+password_file = $OUT/build/keystone-password
+project_name = $IRONBOOT_TEST_KEYSTONE_PROJECT
+user_domain_name = $KS_DOMAIN
+project_domain_name = $KS_DOMAIN
+swift_container = $GLANCE_CONT
+swift_store_multiple_containers_seed = 0
+EOF
+    [ -n "${IRONBOOT_TEST_KEYSTONE_REGION:-}" ] && echo "region_name = $IRONBOOT_TEST_KEYSTONE_REGION" >>"$CONF"
+fi
 cat >"$HTTP_ROOT/fallback.ipxe" <<'EOF'
 #!ipxe
 echo IRONBOOT-E2E-FALLBACK ${mac:hexhyp}
@@ -452,6 +632,15 @@ ib_step "create node vm1" node create --name vm1 --mac "$MAC" --boot-mode bios \
 NODE_UUID=$(ib node show vm1 --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["uuid"])') \
     || die "cannot read the node's uuid"
 say "node vm1 = $NODE_UUID, mac $MAC"
+if [ "$GLANCE_WANTED" = 1 ] && [ -z "$GLANCE_ERR" ]; then
+    # driver_info holds only the two Glance images, as a bare UUID and as glance://UUID
+    if ib_step "create node vm-glance" node create --name vm-glance --mac "$MAC_GLANCE" --boot-mode bios \
+        --deploy-kernel "$GL_KERNEL" --deploy-ramdisk "glance://$GL_RAMDISK"; then
+        say "node vm-glance, mac $MAC_GLANCE: deploy_kernel=$GL_KERNEL deploy_ramdisk=glance://$GL_RAMDISK"
+    else
+        GLANCE_ERR="cannot create node vm-glance (see $OUT/cli.log)"
+    fi
+fi
 
 # ---------------------------------------------------------------- helpers for the runs
 metric() {  # kind result -> value of ironboot_script_renders_total (0 when absent)
@@ -476,11 +665,11 @@ re_escape() { sed 's/[][\.*^$+?(){}|/]/\\&/g' <<<"$1"; }
 #   proxy-server: 127.0.0.1 127.0.0.1 26/Nov/2026/01/12/55 GET
 #   /v1/AUTH_test/c/deploy/vmlinuz%3Ftemp_url_sig%3D0123456789abcdef...%26temp_url_expires%3D1795655575
 #   HTTP/1.0 200 - iPXE/1.0.0%2Bgit-20190125.36a4c85-5.1 ...
-tempurl_re() {  # method object
+tempurl_re() {  # method container/object
     printf ' %s %s%%3F[^ ]*temp_url_sig%%3D[0-9a-f]+[^ ]* HTTP/1\\.[01] 200 ' \
-        "$1" "$(re_escape "/v1/$SWIFT_ACCOUNT/$CONT/$2")"
+        "$1" "$(re_escape "/v1/$SWIFT_ACCOUNT/$2")"
 }
-wait_swift_log() {  # offset method object -> the matching log line(s) on stdout; polls up to 5 s
+wait_swift_log() {  # offset method container/object -> the matching log line(s) on stdout; polls up to 5 s
     local off=$1 re i out
     re=$(tempurl_re "$2" "$3")
     for i in $(seq 1 25); do
@@ -561,28 +750,32 @@ no_swift_get() {  # offset path-prefix under the container ('' = anything)
 }
 
 # common checks of a run that must boot our kernel+initrd from Swift
-check_linux_boot() {  # role prefix(deploy|instance) kernel-name initrd-name logoff
-    local role=$1 prefix=$2 kname=$3 iname=$4 off=$5 line
+check_linux_boot() {  # role kernel-name initrd-name logoff mac kernel-object initrd-object
+    # (objects as container/object); the proxy log lines of iPXE's GETs -> GOT_LINE[object]
+    local role=$1 kname=$2 iname=$3 off=$4 mac=$5 line o; shift 5
+    GOT_LINE=()
     check "QEMU exited on its own after poweroff (${VM_WALL}s, $VM_END, rc $VM_RC)" \
         test "$VM_END:$VM_RC" = exited:0 || serial_tail
     check "serial: BOOT-MARKER-OK" serial_has BOOT-MARKER-OK
     check "serial: IRONBOOT-E2E-ROLE=$role" grep -Eq "^IRONBOOT-E2E-ROLE=$role\$" <<<"$SER"
     CMDLINE=$(grep -m1 '^CMDLINE: ' <<<"$SER" | sed 's/^CMDLINE: //; s/[[:space:]]*$//')
     echo "  INFO cmdline: $CMDLINE" | tee -a "$OUT/checks.txt"
-    check "cmdline has BOOTIF=01-$(hexhyp "$MAC")" cmdline_has "BOOTIF=01-$(hexhyp "$MAC")"
+    check "cmdline has BOOTIF=01-$(hexhyp "$mac")" cmdline_has "BOOTIF=01-$(hexhyp "$mac")"
     check "cmdline has initrd=$iname" cmdline_has "initrd=$iname"
-    check "serial: iPXE chained pxelinux.cfg/$(hexhyp "$MAC")" serial_has "trying pxelinux.cfg/$(hexhyp "$MAC")"
+    check "serial: iPXE chained pxelinux.cfg/$(hexhyp "$mac")" serial_has "trying pxelinux.cfg/$(hexhyp "$mac")"
     check "serial: iPXE downloaded $kname and $iname" serial_has "downloading $kname and $iname"
-    for o in "$prefix/vmlinuz" "$prefix/initrd.img"; do
+    for o in "$@"; do
         if line=$(wait_swift_log "$off" GET "$o"); then
-            pass "Swift proxy log: TempURL GET 200 of $CONT/$o"
+            pass "Swift proxy log: TempURL GET 200 of $o"
             echo "  INFO $(head -n1 <<<"$line" | cut -c1-220)" | tee -a "$OUT/checks.txt"
             check "that GET came from iPXE (User-Agent)" grep -q ' iPXE/' <<<"$line"
+            GOT_LINE[$o]=$(grep -m1 ' iPXE/' <<<"$line")
         else
-            fail "Swift proxy log: no TempURL GET 200 of $CONT/$o with temp_url_sig since the VM started"
+            fail "Swift proxy log: no TempURL GET 200 of $o with temp_url_sig since the VM started"
         fi
     done
 }
+declare -A GOT_LINE
 
 check_renders() {  # expected deltas: master node_ok node_not_found fallback (-: not checked)
     local want=("$@") i k d
@@ -600,29 +793,29 @@ begin() {  # tag
     echo | tee -a "$OUT/checks.txt"
     say "==== $1 ====" | tee -a "$OUT/checks.txt"
 }
-prepare() {  # boot-mode target [swift prefix whose kernel+initrd the prepare HEAD-checks]
-    local off o
-    ib_step "set boot mode $1" node update vm1 --boot-mode "$1" || return 1
+prepare() {  # node boot-mode target [container/object the prepare HEAD-checks ...]
+    local node=$1 mode=$2 target=$3 off o; shift 3
+    ib_step "set boot mode $mode" node update "$node" --boot-mode "$mode" || return 1
     off=$(log_size)
-    ib_step "prepare target $2" node boot vm1 --target "$2" || return 1
-    pass "\`ironboot node boot vm1 --target $2\` succeeded"
-    for o in ${3:+"$3/vmlinuz" "$3/initrd.img"}; do
-        check "the prepare HEAD-checked $CONT/$o through a TempURL (Swift proxy log)" \
+    ib_step "prepare target $target" node boot "$node" --target "$target" || return 1
+    pass "\`ironboot node boot $node --target $target\` succeeded"
+    for o in "$@"; do
+        check "the prepare HEAD-checked $o through a TempURL (Swift proxy log)" \
             swift_logged "$off" HEAD "$o"
     done
-    ib node ipxe vm1 >"$OUT/$CUR.node.ipxe" 2>&1
+    ib node ipxe "$node" >"$OUT/$CUR.node.ipxe" 2>&1
 }
 
 # ---------------------------------------------------------------- scenarios
 sc_deploy() {  # mode
     local mode=$1 tag=$1-deploy off
     begin "$tag"
-    prepare "$mode" deploy deploy || return
+    prepare vm1 "$mode" deploy "$CONT/deploy/vmlinuz" "$CONT/deploy/initrd.img" || return
     off=$(log_size); metrics_snapshot M0
     say "booting $mode VM, mac $MAC"
     run_vm "$mode" "$MAC" "$tag"
     SER=$(cat "$OUT/$tag.serial.txt")
-    check_linux_boot deploy deploy deploy_kernel deploy_ramdisk "$off"
+    check_linux_boot deploy deploy_kernel deploy_ramdisk "$off" "$MAC" "$CONT/deploy/vmlinuz" "$CONT/deploy/initrd.img"
     check "cmdline has [pxe] kernel_append_params (ironboot_e2e=$NONCE)" cmdline_has "ironboot_e2e=$NONCE"
     check "cmdline has console=ttyS0" cmdline_has console=ttyS0
     check_renders 1 1 - -
@@ -649,12 +842,12 @@ sc_fallback() {  # mode
 sc_instance() {  # mode
     local mode=$1 tag=$1-instance off
     begin "$tag"
-    prepare "$mode" instance instance || return
+    prepare vm1 "$mode" instance "$CONT/instance/vmlinuz" "$CONT/instance/initrd.img" || return
     off=$(log_size); metrics_snapshot M0
     say "booting $mode VM, mac $MAC"
     run_vm "$mode" "$MAC" "$tag"
     SER=$(cat "$OUT/$tag.serial.txt")
-    check_linux_boot instance instance kernel ramdisk "$off"
+    check_linux_boot instance kernel ramdisk "$off" "$MAC" "$CONT/instance/vmlinuz" "$CONT/instance/initrd.img"
     check "cmdline has the node's kernel_append_params (role=instance ironboot_e2e_instance=$NONCE)" \
         cmdline_has "role=instance ironboot_e2e_instance=$NONCE"
     check "cmdline does not have [pxe] kernel_append_params (ironboot_e2e=$NONCE)" \
@@ -666,7 +859,7 @@ sc_instance() {  # mode
 sc_local() {  # mode
     local mode=$1 tag=$1-local off stop what
     begin "$tag"
-    prepare "$mode" local || return
+    prepare vm1 "$mode" local || return
     off=$(log_size); metrics_snapshot M0
     say "booting $mode VM, mac $MAC (expecting an exit to the firmware)"
     # Once iPXE has exited, SeaBIOS tries its other devices and prints "No bootable
@@ -695,6 +888,105 @@ sc_local() {  # mode
     check_renders 1 1 - -
 }
 
+# Glance images: stored by Glance in Swift, booted by iPXE straight from Swift
+node_has_only_glance_refs() {  # driver_info is the two Glance refs and nothing else
+    ib node show vm-glance --json | python3 -c 'import json, sys
+n = json.load(sys.stdin)
+di, ii = n.get("driver_info") or {}, n.get("instance_info") or {}
+print("  INFO vm-glance driver_info %s, instance_info %s" % (json.dumps(di, sort_keys=True), json.dumps(ii, sort_keys=True)))
+want = {"deploy_kernel": sys.argv[1], "deploy_ramdisk": "glance://" + sys.argv[2]}
+sys.exit(0 if di == want and "kernel" not in ii and "ramdisk" not in ii else 1)' "$GL_KERNEL" "$GL_RAMDISK" \
+        | tee -a "$OUT/checks.txt"
+}
+SEG_MANIFEST="" SEG_LEN="" SEG_N=0 SEG_BYTES=0
+glance_object() {  # image id -> SEG_MANIFEST, SEG_LEN: the object's; SEG_N, SEG_BYTES: its segments'
+    local id=$1 hdrs
+    hdrs=$(curl -s -m 20 -I -H "X-Auth-Token: $SWIFT_TOKEN" "$SWIFT_STORAGE/$GLANCE_CONT/$id" | tr -d '\r')
+    SEG_MANIFEST=$(awk -F': ' 'tolower($1) == "x-object-manifest" {print $2}' <<<"$hdrs")
+    SEG_LEN=$(awk -F': ' 'tolower($1) == "content-length" {print $2}' <<<"$hdrs")
+    read -r SEG_N SEG_BYTES < <(curl -s -m 20 -H "X-Auth-Token: $SWIFT_TOKEN" \
+        "$SWIFT_STORAGE/$GLANCE_CONT?format=json&prefix=$id-" \
+        | python3 -c 'import json, sys; l = json.load(sys.stdin); print(len(l), sum(o["bytes"] for o in l))' 2>/dev/null \
+        || echo 0 0)
+}
+script_fetches_from_swift() {  # the node's script takes both images from Swift, nothing from ironboot
+    local f=$OUT/$CUR.node.ipxe base
+    base=$(re_escape "http://10.0.2.2:$SWIFT_PORT/v1/$SWIFT_ACCOUNT/$GLANCE_CONT")
+    grep -Eq "^kernel --name deploy_kernel $base/$GL_KERNEL\?temp_url_sig=[0-9a-f]+&temp_url_expires=[0-9]+ " "$f" \
+        && grep -Eq "^initrd --name deploy_ramdisk $base/$GL_RAMDISK\?temp_url_sig=[0-9a-f]+&temp_url_expires=[0-9]+( |\$)" "$f" \
+        && ! grep -q "10\.0\.2\.2:$BOOT_PORT" "$f"
+}
+log_field_after_proto() {  # n: the n-th field after HTTP/1.x of each proxy log line on stdin
+    # (1 status, 2 referer, 3 user agent, 4 token, 5 bytes received, 6 bytes sent, 7 etag,
+    # 8 transaction id)
+    awk -v n="$1" '{ for (i = 1; i <= NF; i++) if ($i ~ /^HTTP\/1\.[01]$/) { print $(i + n); next } }'
+}
+segment_gets() {  # offset image-id transaction-id -> "count bytes" of the 200 GETs of its
+    # segments since offset that the proxy's DLO middleware made within that transaction
+    log_since "$1" | grep -F -- " $3 " \
+        | grep -E -- " GET $(re_escape "/v1/$SWIFT_ACCOUNT/$GLANCE_CONT/$2")-[0-9]+(%3F[^ ]*)? HTTP/1\.[01] 200 .* DLO " \
+        | log_field_after_proto 6 | awk '{ n++; b += $1 } END { print n + 0, b + 0 }'
+}
+boot_requests() {  # -> "route status count" lines of ironboot_http_requests_total{listener="boot"}
+    curl -s -m 5 "$IRONBOOT_URL/metrics" | awk '/^ironboot_http_requests_total\{/ && index($0, "listener=\"boot\"") {
+        r = $0; sub(/.*route="/, "", r); sub(/".*/, "", r)
+        st = $0; sub(/.*status="/, "", st); sub(/".*/, "", st)
+        print r, st, $NF }'
+}
+only_scripts_served() {  # before-file after-file: each boot-listener request since was a script
+    awk 'NR == FNR { b[$1 " " $2] = $3; next } $3 - b[$1 " " $2] > 0 {
+            d = $3 - b[$1 " " $2]; printf "  INFO boot listener: %s %s +%d\n", $1, $2, d
+            if ($1 == "/boot.ipxe" && $2 == 200) m = 1
+            else if ($1 == "/pxelinux.cfg/{mac}" && $2 == 200) n = 1
+            else bad = 1 }
+         END { exit !(m && n && !bad) }' "$1" "$2" | tee -a "$OUT/checks.txt"
+}
+
+sc_glance() {  # mode
+    local mode=$1 tag=$1-glance off id o line sent tx n b ok
+    begin "$tag"
+    if [ -n "$GLANCE_ERR" ]; then
+        fail "Glance images: $GLANCE_ERR"
+        return
+    fi
+    check "node vm-glance: driver_info is only deploy_kernel=$GL_KERNEL and deploy_ramdisk=glance://$GL_RAMDISK" \
+        node_has_only_glance_refs
+    for id in "$GL_KERNEL" "$GL_RAMDISK"; do
+        glance_object "$id"
+        ok=0
+        [ "$SEG_MANIFEST:$SEG_LEN:$SEG_BYTES" = "$GLANCE_CONT/$id-:${GL_SIZE[$id]}:${GL_SIZE[$id]}" ] \
+            && [ "$SEG_N" -ge 2 ] && ok=1
+        check "Swift: Glance stored image $id as $GLANCE_CONT/$id, ${SEG_LEN:-?} bytes: a manifest (X-Object-Manifest ${SEG_MANIFEST:-none}) of $SEG_N segments, $SEG_BYTES bytes" \
+            test "$ok" = 1
+    done
+    prepare vm-glance "$mode" deploy "$GLANCE_CONT/$GL_KERNEL" "$GLANCE_CONT/$GL_RAMDISK" || return
+    check "the node's script fetches both images from Swift (http://10.0.2.2:$SWIFT_PORT/v1/$SWIFT_ACCOUNT/$GLANCE_CONT/<uuid>?temp_url_sig=...), nothing from ironboot (:$BOOT_PORT)" \
+        script_fetches_from_swift
+    off=$(log_size); metrics_snapshot M0; boot_requests >"$OUT/build/$tag.boot0"
+    say "booting $mode VM, mac $MAC_GLANCE"
+    run_vm "$mode" "$MAC_GLANCE" "$tag"
+    SER=$(cat "$OUT/$tag.serial.txt")
+    check_linux_boot deploy deploy_kernel deploy_ramdisk "$off" "$MAC_GLANCE" "$GLANCE_CONT/$GL_KERNEL" "$GLANCE_CONT/$GL_RAMDISK"
+    check "cmdline has [pxe] kernel_append_params (ironboot_e2e=$NONCE)" cmdline_has "ironboot_e2e=$NONCE"
+    for id in "$GL_KERNEL" "$GL_RAMDISK"; do
+        o=$GLANCE_CONT/$id
+        line=${GOT_LINE[$o]:-}
+        [ -n "$line" ] || continue
+        sent=$(log_field_after_proto 6 <<<"$line")
+        tx=$(log_field_after_proto 8 <<<"$line")
+        check "Swift sent iPXE all of image $id in that GET: $sent bytes (want ${GL_SIZE[$id]})" \
+            test "$sent" = "${GL_SIZE[$id]}"
+        read -r n b < <(segment_gets "$off" "$id" "$tx")
+        ok=0; [ "$n" -ge 2 ] && [ "$b" = "${GL_SIZE[$id]}" ] && ok=1
+        check "in that GET ($tx) Swift's proxy read the manifest's segments: $n segment GETs by DLO, $b bytes" \
+            test "$ok" = 1
+    done
+    boot_requests >"$OUT/build/$tag.boot1"
+    check "ironboot's boot listener answered only scripts during the boot, 200 (ironboot_http_requests_total{listener=boot}): no image byte went through ironboot" \
+        only_scripts_served "$OUT/build/$tag.boot0" "$OUT/build/$tag.boot1"
+    check_renders 1 1 - -
+}
+
 # ---------------------------------------------------------------- main
 say "ironboot $("$IB" --version 2>/dev/null | awk '{print $NF}'), iPXE $(dpkg-query -W -f='${Version}' ipxe-qemu 2>/dev/null), qemu $(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null), kernel $(cat "$CACHE/vmlinuz.pkg" 2>/dev/null || echo '?'), accel $ACCEL, nic $NIC"
 for sc in $SCENARIOS; do
@@ -703,6 +995,7 @@ for sc in $SCENARIOS; do
         bios-fallback|uefi-fallback) sc_fallback "${sc%%-*}" ;;
         bios-instance|uefi-instance) sc_instance "${sc%%-*}" ;;
         bios-local|uefi-local) sc_local "${sc%%-*}" ;;
+        bios-glance|uefi-glance) sc_glance "${sc%%-*}" ;;
         *) die "unknown scenario '$sc' in E2E_SCENARIOS" ;;
     esac
 done
