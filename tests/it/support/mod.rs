@@ -8,6 +8,7 @@
 
 pub mod glance;
 pub mod glance_env;
+pub mod origin;
 pub mod proxy;
 pub mod server;
 pub mod swift;
