@@ -10,6 +10,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("script", 0),
     ("tempurl", 1),
     ("node", 1),
+    ("ring", 1),
     ("ipxe", 2),
     ("config", 3),
     // I/O adapters
