@@ -99,6 +99,11 @@ impl Ring {
             .enumerate()
             .map(|(i, key)| (Reverse(score(key, node)), i))
             .collect();
+        // Only the first k need sorting: move them to the front first.
+        if k < ranked.len() {
+            ranked.select_nth_unstable(k - 1);
+            ranked.truncate(k);
+        }
         ranked.sort_unstable();
         ranked
             .into_iter()
