@@ -14,6 +14,7 @@
 //! | [`config`] | `ironboot.conf`: raw INI (phase 1) → typed, validated [`config::Settings`] (phase 2); `config sample`/`check`; the [`config::Secret`] type. Pure apart from reading the files it names. |
 //! | [`tempurl`] | Swift TempURL signing in every form Swift 2.38 accepts, byte-identical to python-swiftclient; Ironic's Glance-image URL rule. Pure: no I/O, no clock. |
 //! | [`node`] | Nodes, MACs, boot modes, targets, states and the prepared-boot snapshot. Pure. |
+//! | [`ring`] | The consistent hash ring: which conductor owns a node (rendezvous hashing over SHA-256, stable across versions). Pure. |
 //! | [`ipxe`] | The master and per-node iPXE templates, URL safety checks, retry jitter. Pure. |
 //! | [`images`] | Image references and the conductor's Swift HEAD check. |
 //! | [`cache`] | The master image cache: downloads verified in one pass, single flight within and across processes, revalidation, hardlinks into `http_root`, eviction by TTL and size. |
@@ -41,6 +42,7 @@ pub mod layers;
 pub mod metrics;
 pub mod mirror;
 pub mod node;
+pub mod ring;
 pub mod script;
 pub mod server;
 pub mod service;
