@@ -1,6 +1,7 @@
 //! The conductor's periodic work, each task under one [`supervise`]or: today, keeping the
 //! static mirror in `[deploy] http_root` current, and re-reading the Swift account's
-//! temp-URL keys when `[swift]` credentials are set. Membership, the hash ring and takeover
+//! temp-URL keys when `[swift]` credentials are set, and cleaning the master image cache
+//! (cache mode, every `[conductor] cache_clean_up_interval`). Membership, the hash ring and takeover
 //! come with multi-conductor support.
 //!
 //! A supervised task that fails or panics is logged, counted in
@@ -150,6 +151,31 @@ pub fn spawn(service: Arc<Service>, stop: watch::Receiver<bool>) -> Vec<JoinHand
                         .await
                         .map(|_| ())
                         .map_err(|e| e.to_string())
+                })
+            },
+        )));
+    }
+    let clean_every = service.cache_clean_interval();
+    if service.boot().cache().is_some() && !clean_every.is_zero() {
+        tasks.push(tokio::spawn(supervise(
+            service.clone(),
+            "cache_clean",
+            clean_every,
+            Backoff::default(),
+            stop.clone(),
+            |service| {
+                Box::pin(async move {
+                    if let Some(r) = service.clean_cache().await.map_err(|e| e.to_string())? {
+                        if r.files_removed > 0 {
+                            tracing::info!(
+                                evicted = r.evicted.len(),
+                                files = r.files_removed,
+                                bytes = r.bytes_freed,
+                                "image cache cleaned"
+                            );
+                        }
+                    }
+                    Ok(())
                 })
             },
         )));

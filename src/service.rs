@@ -250,6 +250,8 @@ pub struct Limits {
     pub max_document_size: usize,
     /// The default and largest page of a listing (Ironic's `[api] max_limit`).
     pub max_limit: usize,
+    /// `[conductor] cache_clean_up_interval`; zero: no periodic cleanup.
+    pub cache_clean_interval: Duration,
 }
 
 impl Default for Limits {
@@ -257,6 +259,7 @@ impl Default for Limits {
         Limits {
             max_document_size: 64 * 1024,
             max_limit: 1000,
+            cache_clean_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -319,6 +322,11 @@ impl Service {
             preparing: Mutex::default(),
             generations: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How often the conductor cleans the master image cache (zero: never).
+    pub fn cache_clean_interval(&self) -> Duration {
+        self.limits.cache_clean_interval
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -876,6 +884,21 @@ impl Service {
             self.metrics.observe_upstream(service, total);
         }
         self.metrics.encode()
+    }
+
+    /// One cleanup of the master image cache (cache mode): abandoned temporary files,
+    /// expired unused images, then the oldest unused ones over the size limit. `Ok(None)`:
+    /// no cache in this mode.
+    pub async fn clean_cache(&self) -> Result<Option<crate::cache::CleanReport>, ServiceError> {
+        let Some(cache) = self.boot.cache() else {
+            return Ok(None);
+        };
+        cache.clean(self.clock.now()).await.map(Some).map_err(|e| {
+            ServiceError::Boot(BootError::Image(crate::images::ImageError::Cache {
+                field: "pxe.tftp_master_path".into(),
+                source: Box::new(e),
+            }))
+        })
     }
 
     /// Re-reads the Swift account's temp-URL keys (`[swift]` credentials). When the key or

@@ -70,6 +70,9 @@ pub async fn build_service(
         Limits {
             max_document_size: o.api.max_document_size as usize,
             max_limit: o.api.max_limit as usize,
+            cache_clean_interval: std::time::Duration::from_secs(
+                o.conductor.cache_clean_up_interval,
+            ),
         },
     ));
     // preparations that were fetching images when the last run stopped cannot resume

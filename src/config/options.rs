@@ -388,6 +388,15 @@ options! {
         temp_url_key_refresh_interval: u64 = "60", check seconds::<_, 10, 86400>;
     }
 
+    /// The conductor's periodic work.
+    ["conductor"] conductor: ConductorSection {
+        /// Seconds between two cleanups of the master image cache (cache mode): expired
+        /// images no node uses are evicted, then the oldest unused ones while the cache is
+        /// over [pxe] image_cache_size, and abandoned temporary files are removed. 0 turns
+        /// the periodic cleanup off (downloads still make room). Up to 86400.
+        cache_clean_up_interval: u64 = "3600", check count::<_, 0, 86400>;
+    }
+
     /// The node database.
     ["database"] database: DatabaseSection {
         /// Database URL: sqlite:///<absolute path> or postgresql://user:password@host/db.

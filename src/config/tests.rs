@@ -213,7 +213,7 @@ fn key_file_is_read_and_conflicts_with_key() {
 #[test]
 fn unknown_names_warn_with_suggestions() {
     let l = ok(
-        "[glance]\nswift_temp_url_duraton = 5\n[glnce]\nx = 1\n[conductor]\nfoo = 1\n[ipxe]\nUSE_SWIFT = false\n",
+        "[glance]\nswift_temp_url_duraton = 5\n[glnce]\nx = 1\n[agent]\nfoo = 1\n[ipxe]\nUSE_SWIFT = false\n",
     );
     let w = l.warnings.join("\n");
     assert!(w.contains("ironboot.conf:2: unknown option [glance] swift_temp_url_duraton is ignored; did you mean swift_temp_url_duration?"), "{w}");
@@ -222,8 +222,8 @@ fn unknown_names_warn_with_suggestions() {
         "{w}"
     );
     assert!(
-        w.contains("unknown section [conductor] is ignored\n")
-            || w.ends_with("unknown section [conductor] is ignored"),
+        w.contains("unknown section [agent] is ignored\n")
+            || w.ends_with("unknown section [agent] is ignored"),
         "{w}"
     );
     assert!(
@@ -478,6 +478,7 @@ const RANGES: &[(&str, &str, u64, u64)] = &[
     ("glance", "metadata_cache_ttl", 0, 3600),
     ("swift", "timeout", 1, 600),
     ("swift", "temp_url_key_refresh_interval", 10, 86400),
+    ("conductor", "cache_clean_up_interval", 0, 86400),
     ("database", "max_pool_size", 1, 1000),
     ("api", "port", 1, 65535),
     ("api", "header_timeout", 1, 3600),

@@ -340,3 +340,62 @@ async fn a_preparation_left_by_a_stopped_process_is_marked_failed() {
     assert_eq!(s.service.fail_interrupted_prepares().await.unwrap(), 0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_conductor_evicts_expired_unused_images_and_keeps_linked_ones() {
+    let origin = Origin::start().await;
+    origin.put("k", b"kernel");
+    origin.put("r", b"ramdisk");
+    let s = TestServer::start(
+        Db::Sqlite,
+        &config("[pxe]\nimage_cache_ttl = 1\n[conductor]\ncache_clean_up_interval = 1\n"),
+    )
+    .await;
+    let master = |name: &str| {
+        s.dir
+            .path()
+            .join("master_images")
+            .join(ironboot::cache::CacheKey::url(&origin.url_of(name)).as_str())
+    };
+    let (a, _) = node(
+        &s,
+        json!({"deploy_kernel": origin.url_of("k"), "deploy_ramdisk": origin.url_of("r")}),
+    )
+    .await;
+    s.set_target(&a, "deploy").await;
+    assert_eq!(settled(&s, &a).await["state"], "ready");
+    let (b, _) = node(
+        &s,
+        json!({"deploy_kernel": origin.url_of("k"), "deploy_ramdisk": origin.url_of("r")}),
+    )
+    .await;
+    s.set_target(&b, "deploy").await;
+    assert_eq!(settled(&s, &b).await["state"], "ready");
+    assert!(master("k").exists() && master("r").exists());
+
+    // node a lets go; node b still links both: nothing is evicted, however old
+    s.set_target(&a, "none").await;
+    s.clock.advance_secs(3600);
+    let runs = || async {
+        s.metric("ironboot_task_runs_total{task=\"cache_clean\",result=\"ok\"}")
+            .await
+            .unwrap_or(0.0)
+    };
+    let before = runs().await;
+    wait_for("two more cleanups", || async {
+        runs().await >= before + 2.0
+    })
+    .await;
+    assert!(
+        master("k").exists() && master("r").exists(),
+        "still linked by b"
+    );
+
+    // b lets go too: both are expired and unused, and go
+    s.set_target(&b, "none").await;
+    wait_for("the expired images to be evicted", || async {
+        !master("k").exists() && !master("r").exists()
+    })
+    .await;
+    s.stop().await;
+}

@@ -603,6 +603,7 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
     ("pxe.http_passthrough", "maybe", ""),
     ("deploy.http_url", "ftp://boot.example.com", ""),
     ("deploy.http_url", "http://boot.example.com/?x", ""),
+    ("conductor.cache_clean_up_interval", "86401", ""),
     ("swift.auth_type", "none", ""),
     ("swift.auth_type", "tempauth", ""),
     ("swift.auth_url", "ftp://keystone:5000", ""),
