@@ -165,15 +165,15 @@ pub fn spawn(service: Arc<Service>, stop: watch::Receiver<bool>) -> Vec<JoinHand
             stop.clone(),
             |service| {
                 Box::pin(async move {
-                    if let Some(r) = service.clean_cache().await.map_err(|e| e.to_string())? {
-                        if r.files_removed > 0 {
-                            tracing::info!(
-                                evicted = r.evicted.len(),
-                                files = r.files_removed,
-                                bytes = r.bytes_freed,
-                                "image cache cleaned"
-                            );
-                        }
+                    if let Some(r) = service.clean_cache().await.map_err(|e| e.to_string())?
+                        && r.files_removed > 0
+                    {
+                        tracing::info!(
+                            evicted = r.evicted.len(),
+                            files = r.files_removed,
+                            bytes = r.bytes_freed,
+                            "image cache cleaned"
+                        );
                     }
                     Ok(())
                 })
