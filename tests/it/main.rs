@@ -22,3 +22,4 @@ mod swift_boot;
 mod swift_keys;
 mod swift_tempurl;
 mod swiftclient_equality;
+mod tls;
