@@ -148,9 +148,35 @@ impl BootService {
         let mut list: Vec<Box<dyn ImageSource>> = vec![Box::new(HttpSource)];
         let mut url_lifetime = 0;
         let mut swift_keys = None;
-        let mut glance = None;
-        let mut cached = None;
-        let hint = match (&settings.swift, o.ipxe.use_swift) {
+        let glance_client = match &settings.glance {
+            Some(g) => Some(Arc::new(
+                GlanceClient::new(g, clock.clone()).map_err(BootError::Setup)?,
+            )),
+            None => None,
+        };
+        let glance = glance_client.clone();
+        let swift_mode = o.ipxe.use_swift && settings.swift.is_some();
+        // Both modes have the cache: in swift mode it serves file:// references and the
+        // Glance images that are not in Swift.
+        let (cache, _) = MasterCache::open(
+            &o.pxe.tftp_master_path,
+            o.pxe.image_cache_size.saturating_mul(1024 * 1024),
+            Duration::from_secs(o.pxe.image_cache_ttl.saturating_mul(60)),
+        )
+        .map_err(|e| BootError::Setup(format!("pxe.tftp_master_path: {e}")))?;
+        let source = Arc::new(
+            CachedSource::new(
+                cache,
+                o.deploy.http_root.clone(),
+                settings.http_url.clone(),
+                glance_client.clone(),
+                swift_mode || o.pxe.http_passthrough,
+                !swift_mode,
+            )
+            .map_err(BootError::Setup)?,
+        );
+        let cached = Some(source.clone());
+        let hint = match (&settings.swift, swift_mode) {
             (Some(s), true) => {
                 url_lifetime = s.duration;
                 let keys = Arc::new(SwiftKeys::new(s, clock.clone()));
@@ -160,48 +186,24 @@ impl BootService {
                     keys.clone(),
                     SOURCE_TIMEOUT,
                 )));
-                match &settings.glance {
-                    Some(g) => {
-                        let client =
-                            Arc::new(GlanceClient::new(g, clock).map_err(BootError::Setup)?);
-                        glance = Some(client.clone());
+                let hint = match glance_client {
+                    Some(client) => {
                         list.push(Box::new(GlanceSource::new(
                             client,
                             SwiftSource::new(s.clone(), keys, SOURCE_TIMEOUT),
+                            Some(source.clone()),
                         )));
-                        "use swift://CONTAINER/OBJECT, glance://UUID or an http(s):// URL"
+                        "use swift://CONTAINER/OBJECT, glance://UUID, file:///path or an http(s):// URL"
                     }
                     None => {
-                        "use swift://CONTAINER/OBJECT or an http(s):// URL, or set [glance] \
-                         auth_type and its options to use Glance images"
+                        "use swift://CONTAINER/OBJECT, file:///path or an http(s):// URL, or set \
+                         [glance] auth_type and its options to use Glance images"
                     }
-                }
+                };
+                list.push(Box::new(source));
+                hint
             }
             _ => {
-                let glance_client = match &settings.glance {
-                    Some(g) => Some(Arc::new(
-                        GlanceClient::new(g, clock.clone()).map_err(BootError::Setup)?,
-                    )),
-                    None => None,
-                };
-                glance = glance_client.clone();
-                let (cache, _) = MasterCache::open(
-                    &o.pxe.tftp_master_path,
-                    o.pxe.image_cache_size.saturating_mul(1024 * 1024),
-                    Duration::from_secs(o.pxe.image_cache_ttl.saturating_mul(60)),
-                )
-                .map_err(|e| BootError::Setup(format!("pxe.tftp_master_path: {e}")))?;
-                let source = Arc::new(
-                    CachedSource::new(
-                        cache,
-                        o.deploy.http_root.clone(),
-                        settings.http_url.clone(),
-                        glance_client,
-                        o.pxe.http_passthrough,
-                    )
-                    .map_err(BootError::Setup)?,
-                );
-                cached = Some(source.clone());
                 // first: it takes http(s) references unless they pass through
                 list.insert(0, Box::new(source));
                 "use a Glance image (glance://UUID), an http(s):// URL or file:///path, or \
@@ -354,9 +356,29 @@ impl BootService {
         };
         let kernel = required(kernel_field, kernel)?;
         let ramdisk = required(ramdisk_field, ramdisk)?;
+        // the node may choose for its http(s) references: passed through, or cached
+        let http_kind = match node.instance_info.extra.get("http_passthrough") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Bool(true)) => Some(SourceKind::Http),
+            Some(serde_json::Value::Bool(false)) => Some(SourceKind::Cache),
+            Some(serde_json::Value::String(v)) if v == "true" => Some(SourceKind::Http),
+            Some(serde_json::Value::String(v)) if v == "false" => Some(SourceKind::Cache),
+            Some(other) => {
+                return Err(BootError::Image(ImageError::Invalid(FieldError::new(
+                    "instance_info.http_passthrough",
+                    format!("{other} is not true or false"),
+                ))));
+            }
+        };
+        let check = |field: &'static str, text: String| async move {
+            match http_kind {
+                Some(kind) => self.sources.check_as(kind, field, &text, now).await,
+                None => self.sources.check(field, &text, now).await,
+            }
+        };
         let (k, r) = tokio::join!(
-            self.sources.check(kernel_field, &kernel, now),
-            self.sources.check(ramdisk_field, &ramdisk, now)
+            check(kernel_field, kernel.clone()),
+            check(ramdisk_field, ramdisk.clone())
         );
         let (klabel, rlabel) = labels(target);
         let place = |mut image: PreparedImage, label: &str| {

@@ -36,6 +36,9 @@ pub struct CachedSource {
     no_redirects: reqwest::Client,
     /// `http(s)://` references stay with the http source (`[pxe] http_passthrough`).
     passthrough: bool,
+    /// Whether it takes Glance references itself (cache mode), or only those that the
+    /// swift-mode Glance source hands over because they are not in Swift.
+    accept_glance: bool,
 }
 
 impl CachedSource {
@@ -45,6 +48,7 @@ impl CachedSource {
         http_url: String,
         glance: Option<Arc<GlanceClient>>,
         passthrough: bool,
+        accept_glance: bool,
     ) -> Result<CachedSource, String> {
         let http = HttpOrigin::client(CONNECT_TIMEOUT, READ_TIMEOUT).map_err(|e| e.to_string())?;
         let no_redirects = reqwest::Client::builder()
@@ -62,6 +66,7 @@ impl CachedSource {
             http,
             no_redirects,
             passthrough,
+            accept_glance,
         })
     }
 
@@ -218,7 +223,7 @@ impl ImageSource for CachedSource {
         match image {
             ImageRef::Http(_) => !self.passthrough,
             ImageRef::File(_) => true,
-            ImageRef::Glance(_) => self.glance.is_some(),
+            ImageRef::Glance(_) => self.accept_glance && self.glance.is_some(),
             ImageRef::Swift { .. } => false,
         }
     }
@@ -270,6 +275,29 @@ impl ImageSource for CachedSource {
                 location: String::new(),
                 checksum,
             })
+        })
+    }
+
+    fn boot_images<'a>(
+        &'a self,
+        field: &'a str,
+        image: &'a ImageRef,
+    ) -> super::BootImagesFuture<'a> {
+        Box::pin(async move {
+            let ImageRef::Glance(_) = image else {
+                return Ok(None);
+            };
+            let id = image_id(field, image)?;
+            let info = self
+                .glance_client(field)?
+                .show(&id)
+                .await
+                .map_err(|e| glance(field, e))?;
+            Ok(Some(super::BootImages {
+                kernel: info.kernel_id.clone(),
+                ramdisk: info.ramdisk_id.clone(),
+                about: format!("Glance image {}", info.id),
+            }))
         })
     }
 

@@ -612,6 +612,8 @@ pub struct GlanceSource {
     client: Arc<GlanceClient>,
     /// Signs and checks the objects Glance keeps in Swift.
     swift: SwiftSource,
+    /// Takes the images Glance keeps elsewhere (a file store): they are cached and served.
+    elsewhere: Option<Arc<super::cached::CachedSource>>,
 }
 
 /// The canonical id (lowercase, hyphenated) of a Glance reference, or why it is not one.
@@ -641,8 +643,16 @@ pub(crate) fn image_id(field: &str, image: &ImageRef) -> Result<String, ImageErr
 }
 
 impl GlanceSource {
-    pub fn new(client: Arc<GlanceClient>, swift: SwiftSource) -> GlanceSource {
-        GlanceSource { client, swift }
+    pub fn new(
+        client: Arc<GlanceClient>,
+        swift: SwiftSource,
+        elsewhere: Option<Arc<super::cached::CachedSource>>,
+    ) -> GlanceSource {
+        GlanceSource {
+            client,
+            swift,
+            elsewhere,
+        }
     }
 
     pub fn client(&self) -> &Arc<GlanceClient> {
@@ -785,9 +795,18 @@ impl ImageSource for GlanceSource {
         now: i64,
     ) -> CheckFuture<'a> {
         Box::pin(async move {
-            self.resolve(field, text, image, now)
-                .await
-                .map(|d| d.prepared)
+            match self.resolve(field, text, image, now).await {
+                Ok(d) => Ok(d.prepared),
+                // not in Swift: cached and served, where a cache is configured
+                Err(ImageError::Glance { source, .. })
+                    if matches!(*source, GlanceError::NotInSwift { .. })
+                        && self.elsewhere.is_some() =>
+                {
+                    let cached = self.elsewhere.as_ref().expect("checked above");
+                    cached.check(field, text, image, now).await
+                }
+                Err(e) => Err(e),
+            }
         })
     }
 

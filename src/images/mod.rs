@@ -401,6 +401,26 @@ impl Sources {
             .await
     }
 
+    /// Parses and checks a reference with the source of `kind`, whichever source would
+    /// take it otherwise (a node's own `http_passthrough`).
+    pub async fn check_as(
+        &self,
+        kind: SourceKind,
+        field: &str,
+        text: &str,
+        now: i64,
+    ) -> Result<PreparedImage, ImageError> {
+        let image = ImageRef::parse(field, text).map_err(ImageError::Invalid)?;
+        let source = self.of_kind(field, kind)?;
+        if !matches!(image, ImageRef::Http(_)) {
+            return self
+                .for_ref(field, &image)?
+                .check(field, text, &image, now)
+                .await;
+        }
+        source.check(field, text, &image, now).await
+    }
+
     /// Parses a reference and describes what prepare would use (`ironboot image show`).
     pub async fn inspect(
         &self,

@@ -399,3 +399,74 @@ async fn the_conductor_evicts_expired_unused_images_and_keeps_linked_ones() {
     .await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_node_chooses_passthrough_or_cache_for_its_http_references() {
+    let origin = Origin::start().await;
+    origin.put("k", b"kernel");
+    origin.put("r", b"ramdisk");
+    let s = TestServer::start(Db::Sqlite, &config("")).await;
+    let mac = random_mac();
+    let (_, n) = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"macs": [mac],
+                "instance_info": {"kernel": origin.url_of("k"), "ramdisk": origin.url_of("r"), "http_passthrough": true}})),
+        )
+        .await;
+    let uuid = n["uuid"].as_str().unwrap().to_string();
+    let (st, n) = s.set_target(&uuid, "instance").await;
+    assert_eq!(
+        (st, n["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("ready")),
+        "{n}"
+    );
+    let (_, script) = s
+        .boot_get(&format!("/pxelinux.cfg/{}", mac.replace(':', "-")))
+        .await;
+    assert_eq!(kernel_url(&script), origin.url_of("k"), "passed through");
+    assert_eq!(origin.full_gets(), 0);
+
+    // a value that is not true or false is refused, naming the field
+    s.patch(&uuid, json!({"instance_info": {"http_passthrough": "yes"}}))
+        .await;
+    let got = s.set_target(&uuid, "instance").await;
+    crate::support::server::assert_error(
+        &got,
+        StatusCode::BAD_REQUEST,
+        "invalid_image_ref",
+        Some("instance_info.http_passthrough"),
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn swift_mode_caches_file_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("vmlinuz");
+    std::fs::write(&k, b"a local kernel").unwrap();
+    let keys = crate::support::swift::account_with_keys().await;
+    let s = TestServer::start(
+        Db::Sqlite,
+        &format!(
+            "[ipxe]\nuse_swift = true\n[glance]\nswift_endpoint_url = {}\nswift_account = AUTH_test\n\
+             swift_temp_url_key = {}\n[deploy]\nhttp_url = {HTTP_URL}\n",
+            crate::support::swift::proxy_url(),
+            keys.key1
+        ),
+    )
+    .await;
+    let file = format!("file://{}", k.display());
+    let (uuid, mac) = node(&s, json!({"deploy_kernel": file, "deploy_ramdisk": file})).await;
+    s.set_target(&uuid, "deploy").await;
+    assert_eq!(settled(&s, &uuid).await["state"], "ready");
+    let (_, script) = s
+        .boot_get(&format!("/pxelinux.cfg/{}", mac.replace(':', "-")))
+        .await;
+    assert_eq!(
+        kernel_url(&script),
+        format!("{HTTP_URL}/{uuid}/deploy_kernel")
+    );
+    s.stop().await;
+}

@@ -397,26 +397,52 @@ async fn bad_glance_images_get_their_own_errors_and_last_error() {
     let in_file_store = file_env
         .image_with(&img.token, b"on a file system", json!({}))
         .await;
+    // swift mode caches it and serves it itself (Ironic answers 404 here)
     let s = TestServer::start(
         Db::Sqlite,
-        &env.ironboot_config(&format!("endpoint_override = {}\n", env.file_glance_url)),
+        &env.ironboot_config(&format!(
+            "endpoint_override = {}\n[deploy]\nhttp_url = http://10.0.2.2:8080\n",
+            env.file_glance_url
+        )),
     )
     .await;
-    let m = refused(
-        &s,
-        &in_file_store,
-        &img.ramdisk,
-        StatusCode::BAD_REQUEST,
-        "glance_image_not_in_swift",
-    )
+    let (_, n) = s
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"macs": [crate::support::server::random_mac()],
+                "driver_info": {"deploy_kernel": in_file_store, "deploy_ramdisk": format!("glance://{in_file_store}")}})),
+        )
+        .await;
+    let uuid = n["uuid"].as_str().unwrap().to_string();
+    let (st, n) = s.set_target(&uuid, "deploy").await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{n}");
+    crate::support::wait_for("the image in the cache", || async {
+        s.call(Method::GET, &format!("/v1/nodes/{uuid}"), None)
+            .await
+            .1["state"]
+            != "preparing"
+    })
     .await;
-    assert!(
-        m.contains(&format!(
-            "Glance image {in_file_store} is not stored in Swift"
-        )) && m.contains("file://…"),
-        "{m}"
+    let (_, n) = s
+        .call(Method::GET, &format!("/v1/nodes/{uuid}"), None)
+        .await;
+    assert_eq!(n["state"], "ready", "{n}");
+    assert_eq!(n["prepared"]["kernel"]["source"], "cache", "{n}");
+    assert_eq!(
+        std::fs::read(s.http_root().join(&uuid).join("deploy_kernel")).unwrap(),
+        b"on a file system"
     );
-    assert!(!m.contains("/data/"), "no file path of Glance's host: {m}");
+    let (_, preview) = s
+        .call(Method::GET, &format!("/v1/nodes/{uuid}/ipxe"), None)
+        .await;
+    assert!(
+        preview
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("http://10.0.2.2:8080/{uuid}/deploy_kernel")),
+        "{preview}"
+    );
     s.stop().await;
     file_env.delete_images(&img.token, &[&in_file_store]).await;
     img.delete(&[&queued, &deactivated]).await;
