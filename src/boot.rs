@@ -124,6 +124,10 @@ pub struct BootService {
     cached: Option<Arc<CachedSource>>,
     /// Seconds a rendered URL stays valid (0 when no source signs URLs).
     url_lifetime: u64,
+    /// `[ipxe] tempurl_redirect`: scripts name `http_url/<uuid>/<label>` for signed images.
+    redirect: bool,
+    /// `[deploy] http_url`.
+    http_url: String,
     kernel_append_params: String,
     timeout_ms: u64,
     attempts: u32,
@@ -215,6 +219,8 @@ impl BootService {
             swift_keys,
             glance,
             cached,
+            redirect: o.ipxe.tempurl_redirect && o.ipxe.use_swift,
+            http_url: settings.http_url.clone(),
             url_lifetime,
             kernel_append_params: o.pxe.kernel_append_params.clone(),
             timeout_ms: u64::from(o.pxe.ipxe_timeout) * 1000,
@@ -419,7 +425,14 @@ impl BootService {
             |name: &str, image: &Option<PreparedImage>| -> Result<Option<ScriptImage>, BootError> {
                 let Some(image) = image else { return Ok(None) };
                 let mut url = String::with_capacity(image.location.len() * 2 + 160);
-                if self.sources.url(name, image, expires, &mut url)? {
+                if self.redirect && image.source == SourceKind::Swift {
+                    // signed when the node follows it (`redirect_url`)
+                    url.push_str(&self.http_url);
+                    url.push('/');
+                    url.push_str(&record.uuid.to_string());
+                    url.push('/');
+                    url.push_str(name);
+                } else if self.sources.url(name, image, expires, &mut url)? {
                     tempurls += 1;
                 }
                 Ok(Some(ScriptImage {
@@ -452,6 +465,36 @@ impl BootService {
         };
         let script = self.templates.node(&ctx)?;
         Ok(Some(Rendered { script, tempurls }))
+    }
+
+    /// With `[ipxe] tempurl_redirect`: the TempURL, signed now (`now` is Unix seconds),
+    /// of the image a node's script names `<label>`, or `None` when the node's prepared
+    /// boot has no signed image of that label.
+    pub fn redirect_url(
+        &self,
+        record: &BootRecord,
+        label: &str,
+        now: i64,
+    ) -> Result<Option<String>, BootError> {
+        if !self.redirect || record.target == Target::None {
+            return Ok(None);
+        }
+        let Some(prepared) = &record.prepared else {
+            return Ok(None);
+        };
+        let (kname, rname) = labels(prepared.target);
+        let image = match label {
+            l if l == kname => &prepared.kernel,
+            l if l == rname => &prepared.ramdisk,
+            _ => return Ok(None),
+        };
+        let Some(image) = image.as_ref().filter(|i| i.source == SourceKind::Swift) else {
+            return Ok(None);
+        };
+        let expires = now.saturating_add(i64::try_from(self.url_lifetime).unwrap_or(i64::MAX));
+        let mut url = String::with_capacity(image.location.len() * 2 + 160);
+        self.sources.url(label, image, expires, &mut url)?;
+        Ok(Some(url))
     }
 
     /// Fetches the cached images of `prepared` into the master cache and links them into

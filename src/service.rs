@@ -739,6 +739,27 @@ impl Service {
         Ok(())
     }
 
+    /// `[ipxe] tempurl_redirect`: where `http_url/<uuid>/<label>` sends the node, a TempURL
+    /// signed now; `None` when the node has no such signed image. Reads the store only.
+    pub async fn redirect_url(
+        &self,
+        uuid: Uuid,
+        label: &str,
+    ) -> Result<Option<String>, ServiceError> {
+        let node = match self.store.get_node(&uuid.to_string()).await {
+            Ok(n) => n,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let url = self
+            .boot
+            .redirect_url(&BootRecord::of(&node), label, self.clock.now())?;
+        if url.is_some() {
+            self.metrics.tempurls.inc();
+        }
+        Ok(url)
+    }
+
     /// The master script, rendered at start.
     pub fn master_script(&self) -> &str {
         self.metrics.render("master", "ok");

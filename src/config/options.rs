@@ -213,6 +213,11 @@ options! {
         download_attempts: u32 = "6", check count::<_, 1, 50>;
         /// (ironboot) Longest wait, in seconds, between two download attempts; 1 to 600.
         retry_max_delay: u32 = "30", check seconds::<_, 1, 600>;
+        /// (ironboot) Swift mode: scripts point at [deploy] http_url/<node uuid>/<label>,
+        /// which answers with a 302 to a TempURL signed at that moment, so a retry never
+        /// meets an expired URL and the static mirror holds no signatures. false: scripts
+        /// carry the TempURLs themselves (the spec's behaviour).
+        tempurl_redirect: bool = "false";
     }
 
     /// PXE and iPXE options shared with Ironic.

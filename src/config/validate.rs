@@ -806,7 +806,13 @@ pub(crate) fn validate(
                  read the account's key from Swift",
             ));
         }
-    } else if discovery.is_some() {
+    } else if options.ipxe.tempurl_redirect {
+        warnings.push(at.warning(
+            "ipxe.tempurl_redirect",
+            "is set, but only swift mode ([ipxe] use_swift = true) signs URLs; it has no effect",
+        ));
+    }
+    if !options.ipxe.use_swift && discovery.is_some() {
         warnings.push(at.warning(
             "swift.auth_type",
             "is set, but temp-URL keys are used only in swift mode ([ipxe] use_swift = true)",

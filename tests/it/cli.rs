@@ -520,6 +520,7 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
     ("DEFAULT.graceful_shutdown_timeout", "0", ""),
     ("DEFAULT.graceful_shutdown_timeout", "3601", ""),
     ("ipxe.use_swift", "maybe", ""),
+    ("ipxe.tempurl_redirect", "maybe", ""),
     ("ipxe.fallback_script", "boot.ipxe", ""),
     ("ipxe.fallback_script", "pxelinux.cfg", ""),
     ("ipxe.fallback_script", "a{b", ""),
