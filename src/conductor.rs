@@ -155,6 +155,17 @@ pub fn spawn(service: Arc<Service>, stop: watch::Receiver<bool>) -> Vec<JoinHand
             },
         )));
     }
+    tasks.push(tokio::spawn(supervise(
+        service.clone(),
+        "heartbeat",
+        service.heartbeat_interval(),
+        Backoff {
+            first: Duration::from_secs(1),
+            max: service.heartbeat_interval(),
+        },
+        stop.clone(),
+        |service| Box::pin(async move { service.heartbeat().await.map_err(|e| e.to_string()) }),
+    )));
     let clean_every = service.cache_clean_interval();
     if service.boot().cache().is_some() && !clean_every.is_zero() {
         tasks.push(tokio::spawn(supervise(

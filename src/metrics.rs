@@ -53,6 +53,17 @@ pub struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConductorLabels {
+    pub conductor: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AliveLabels {
+    /// `alive` or `dead`.
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     /// `glance` (image metadata GETs), `keystone` (token requests), `swift_auth` (reads of
     /// the account's temp-URL keys).
@@ -101,6 +112,8 @@ pub struct Metrics {
     pub connections_open: Family<ListenerLabels, Gauge>,
     pub connections_refused: Family<ListenerLabels, Counter>,
     pub upstream_requests: Family<UpstreamLabels, Counter>,
+    pub conductors: Family<AliveLabels, Gauge>,
+    pub nodes_owned: Family<ConductorLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -190,9 +203,23 @@ impl Metrics {
              reads of the Swift account's temp-URL keys",
             upstream_requests.clone(),
         );
+        let conductors = Family::<AliveLabels, Gauge>::default();
+        registry.register(
+            "conductors",
+            "Registered conductors, alive or dead (silent for longer than [conductor] heartbeat_timeout)",
+            conductors.clone(),
+        );
+        let nodes_owned = Family::<ConductorLabels, Gauge>::default();
+        registry.register(
+            "nodes_owned",
+            "Nodes the hash ring of the live conductors gives each conductor",
+            nodes_owned.clone(),
+        );
         Metrics {
             registry,
             upstream_requests,
+            conductors,
+            nodes_owned,
             http_requests,
             http_duration,
             renders,
@@ -226,6 +253,30 @@ impl Metrics {
         if total > seen {
             c.inc_by(total - seen);
         }
+    }
+
+    /// Sets the membership gauges from `(conductor, alive, nodes owned)`.
+    pub fn observe_conductors<'a>(&self, conductors: impl Iterator<Item = (&'a str, bool, usize)>) {
+        self.nodes_owned.clear();
+        let (mut alive, mut dead) = (0, 0);
+        for (name, is_alive, nodes) in conductors {
+            if is_alive {
+                alive += 1;
+            } else {
+                dead += 1;
+            }
+            self.nodes_owned
+                .get_or_create(&ConductorLabels {
+                    conductor: name.to_string(),
+                })
+                .set(i64::try_from(nodes).unwrap_or(i64::MAX));
+        }
+        self.conductors
+            .get_or_create(&AliveLabels { state: "alive" })
+            .set(alive);
+        self.conductors
+            .get_or_create(&AliveLabels { state: "dead" })
+            .set(dead);
     }
 
     pub fn error(&self, reason: &'static str) {

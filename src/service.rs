@@ -280,6 +280,33 @@ pub struct Service {
     /// Preparations whose images are being fetched, by node.
     preparing: Mutex<std::collections::HashMap<Uuid, InFlight>>,
     generations: std::sync::atomic::AtomicU64,
+    identity: Identity,
+}
+
+/// Who this conductor is, for the membership table.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `[DEFAULT] host`.
+    pub host: String,
+    /// `[deploy] http_url`.
+    pub http_url: String,
+    /// `[conductor] heartbeat_interval`.
+    pub heartbeat_interval: Duration,
+    /// `[conductor] heartbeat_timeout`.
+    pub heartbeat_timeout: Duration,
+}
+
+/// A conductor, whether it is alive, and how many nodes the ring gives it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConductorInfo {
+    pub hostname: String,
+    pub http_url: String,
+    /// RFC 3339.
+    pub started_at: String,
+    pub heartbeat_at: String,
+    pub alive: bool,
+    /// Nodes the hash ring of the live conductors gives it (0 when dead).
+    pub nodes: usize,
 }
 
 /// A preparation that continues after its request: the cache is filling.
@@ -321,7 +348,145 @@ impl Service {
             tasks: Mutex::default(),
             preparing: Mutex::default(),
             generations: std::sync::atomic::AtomicU64::new(0),
+            identity: Identity {
+                host: "localhost".into(),
+                http_url: String::new(),
+                heartbeat_interval: Duration::from_secs(10),
+                heartbeat_timeout: Duration::from_secs(60),
+            },
         }
+    }
+
+    /// Names this conductor for the membership table.
+    pub fn with_identity(mut self, identity: Identity) -> Service {
+        self.identity = identity;
+        self
+    }
+
+    /// `[conductor] heartbeat_interval`.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.identity.heartbeat_interval
+    }
+
+    /// This conductor's name.
+    pub fn host(&self) -> &str {
+        &self.identity.host
+    }
+
+    /// Registers this conductor (at start).
+    pub async fn register(&self) -> Result<(), ServiceError> {
+        let i = &self.identity;
+        self.store
+            .register_conductor(&i.host, &i.http_url, self.clock.now_ms())
+            .await?;
+        tracing::info!(host = %i.host, http_url = %i.http_url, "conductor registered");
+        Ok(())
+    }
+
+    /// One heartbeat (registering again if this conductor's row is gone), then the
+    /// membership gauges brought up to date.
+    pub async fn heartbeat(&self) -> Result<(), ServiceError> {
+        if !self
+            .store
+            .heartbeat(&self.identity.host, self.clock.now_ms())
+            .await?
+        {
+            tracing::warn!(host = %self.identity.host, "this conductor was not registered; registering again");
+            self.register().await?;
+        }
+        let conductors = self.conductors().await?;
+        self.metrics.observe_conductors(
+            conductors
+                .iter()
+                .map(|c| (c.hostname.as_str(), c.alive, c.nodes)),
+        );
+        Ok(())
+    }
+
+    /// Unregisters this conductor (a clean stop): the others take its nodes at once.
+    pub async fn unregister(&self) -> Result<(), ServiceError> {
+        self.store.unregister_conductor(&self.identity.host).await?;
+        tracing::info!(host = %self.identity.host, "conductor unregistered");
+        Ok(())
+    }
+
+    /// One page of [`Service::conductors`]: at most `limit` (default and largest
+    /// `[api] max_limit`) after the hostname `marker`, and the marker of the next page.
+    pub async fn list_conductors(
+        &self,
+        limit: Option<usize>,
+        marker: Option<&str>,
+    ) -> Result<(Vec<ConductorInfo>, Option<String>), ServiceError> {
+        let max = self.limits.max_limit;
+        let limit = match limit {
+            None => max,
+            Some(0) => {
+                return Err(ServiceError::InvalidQuery {
+                    field: "limit",
+                    message: "must be at least 1".into(),
+                });
+            }
+            Some(l) if l > max => {
+                return Err(ServiceError::InvalidQuery {
+                    field: "limit",
+                    message: format!("{l} is more than [api] max_limit ({max})"),
+                });
+            }
+            Some(l) => l,
+        };
+        let all = self.conductors().await?;
+        let start = match marker {
+            None => 0,
+            Some(m) => match all.iter().position(|c| c.hostname == m) {
+                Some(i) => i + 1,
+                None => {
+                    return Err(ServiceError::InvalidQuery {
+                        field: "marker",
+                        message: format!(
+                            "no conductor is named {m:?}; pass the hostname of the last conductor of the previous page"
+                        ),
+                    });
+                }
+            },
+        };
+        let page: Vec<ConductorInfo> = all.iter().skip(start).take(limit).cloned().collect();
+        let next = (start + page.len() < all.len())
+            .then(|| page.last().map(|c| c.hostname.clone()))
+            .flatten();
+        Ok((page, next))
+    }
+
+    /// Every registered conductor, alive or dead, with the nodes the ring gives it.
+    pub async fn conductors(&self) -> Result<Vec<ConductorInfo>, ServiceError> {
+        let now = self.clock.now_ms();
+        let timeout =
+            i64::try_from(self.identity.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
+        let rows = self.store.conductors().await?;
+        let alive = |r: &crate::store::ConductorRow| now.saturating_sub(r.heartbeat_at) <= timeout;
+        let ring = crate::ring::Ring::new(
+            rows.iter()
+                .filter(|r| alive(r))
+                .map(|r| r.hostname.as_str()),
+        );
+        let mut owned: BTreeMap<String, usize> = BTreeMap::new();
+        if !ring.is_empty() {
+            for uuid in self.store.node_uuids().await? {
+                if let Some(owner) = ring.owner(&uuid) {
+                    *owned.entry(owner.to_string()).or_default() += 1;
+                }
+            }
+        }
+        Ok(rows
+            .iter()
+            .map(|r| ConductorInfo {
+                hostname: r.hostname.clone(),
+                http_url: r.http_url.clone(),
+                started_at: crate::store::rfc3339(r.started_at),
+                heartbeat_at: crate::store::rfc3339(r.heartbeat_at),
+                alive: alive(r),
+                nodes: owned.get(&r.hostname).copied().unwrap_or(0),
+            })
+            .collect())
     }
 
     /// How often the conductor cleans the master image cache (zero: never).

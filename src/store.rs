@@ -158,6 +158,15 @@ pub struct NodeFilter {
     pub name: Option<String>,
 }
 
+/// A conductor as the database knows it. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConductorRow {
+    pub hostname: String,
+    pub http_url: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+}
+
 /// What a listing is ordered by (Ironic's `sort_key`). Ties are broken by uuid, in the
 /// same direction. Text is compared byte by byte on both databases; a node without a name
 /// sorts as the empty name.
@@ -1092,6 +1101,92 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&uuid.to_string());
         Ok(())
+    }
+
+    /// Registers (or re-registers, after a restart) conductor `hostname`, reachable by
+    /// nodes at `http_url`; `now_ms` is its clock.
+    pub async fn register_conductor(
+        &self,
+        hostname: &str,
+        http_url: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let _writing = self.write_guard().await;
+        self.check_file()?;
+        let mut conn = self.conn().await?;
+        sqlx::query(
+            "INSERT INTO conductors (hostname, http_url, started_at, heartbeat_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (hostname) DO UPDATE SET \
+             http_url = excluded.http_url, started_at = excluded.started_at, \
+             heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(hostname.to_string())
+        .bind(http_url.to_string())
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that conductor `hostname` is alive at `now_ms`. `false`: it is not
+    /// registered (another conductor removed it, or it never registered).
+    pub async fn heartbeat(&self, hostname: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let _writing = self.write_guard().await;
+        self.check_file()?;
+        let mut conn = self.conn().await?;
+        let done = sqlx::query("UPDATE conductors SET heartbeat_at = $1 WHERE hostname = $2")
+            .bind(now_ms)
+            .bind(hostname.to_string())
+            .execute(&mut *conn)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Removes conductor `hostname` (a clean stop): the others take its nodes at once.
+    pub async fn unregister_conductor(&self, hostname: &str) -> Result<(), StoreError> {
+        let _writing = self.write_guard().await;
+        self.check_file()?;
+        let mut conn = self.conn().await?;
+        sqlx::query("DELETE FROM conductors WHERE hostname = $1")
+            .bind(hostname.to_string())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Every registered conductor, by hostname.
+    pub async fn conductors(&self) -> Result<Vec<ConductorRow>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows = sqlx::query(
+            "SELECT hostname, http_url, started_at, heartbeat_at FROM conductors ORDER BY hostname",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ConductorRow {
+                    hostname: r.try_get("hostname")?,
+                    http_url: r.try_get("http_url")?,
+                    started_at: r.try_get("started_at")?,
+                    heartbeat_at: r.try_get("heartbeat_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// The uuids of every node (the ring's input), in no particular order.
+    pub async fn node_uuids(&self) -> Result<Vec<Uuid>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows = sqlx::query("SELECT uuid FROM nodes")
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>("uuid").ok())
+            .filter_map(|u| Uuid::try_parse(&u).ok())
+            .collect())
     }
 
     /// The boot record of the node that owns a MAC: the boot path's only read (from the

@@ -5,6 +5,7 @@
 //! (`EX_USAGE`, as linkerd2-proxy does).
 
 mod client;
+mod conductor;
 mod image;
 mod node;
 pub mod serve;
@@ -51,6 +52,8 @@ pub enum Command {
     Tempurl(Box<tempurl::TempurlArgs>),
     /// Check image references against the configured services.
     Image(image::ImageArgs),
+    /// The conductors sharing the database, through the API.
+    Conductor(conductor::ConductorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +143,12 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Cli
                 unreachable!()
             };
             node::run(*args, out)
+        }
+        Command::Conductor(_) => {
+            let Command::Conductor(args) = cli.command else {
+                unreachable!()
+            };
+            conductor::run(args, out)
         }
         Command::Tempurl(_) => {
             let Command::Tempurl(args) = cli.command else {

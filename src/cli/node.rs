@@ -160,7 +160,7 @@ fn fields_json(f: &NodeFieldArgs, unset: &[String]) -> Result<Value, CliError> {
     Ok(Value::Object(body))
 }
 
-fn text(v: &Value) -> String {
+pub(super) fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -169,7 +169,11 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+pub(super) fn table(
+    out: &mut dyn Write,
+    headers: &[&str],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

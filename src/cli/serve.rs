@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::ipxe::Templates;
 use crate::mirror::Mirror;
 use crate::server::{self, App, ListenerSettings, listen};
-use crate::service::{Limits, Service};
+use crate::service::{Identity, Limits, Service};
 use crate::store::Store;
 
 /// `[ipxe] fallback_script` is served by ironboot when it is a plain file name.
@@ -61,20 +61,32 @@ pub async fn build_service(
         .map_err(|e| {
             CliError::Runtime(format!("database {}: {e}", settings.database.redacted()))
         })?;
-    let service = Arc::new(Service::new(
-        store,
-        boot,
-        mirror,
-        clock,
-        fallback_file(settings).map(|(_, path)| path),
-        Limits {
-            max_document_size: o.api.max_document_size as usize,
-            max_limit: o.api.max_limit as usize,
-            cache_clean_interval: std::time::Duration::from_secs(
-                o.conductor.cache_clean_up_interval,
-            ),
-        },
-    ));
+    let service = Arc::new(
+        Service::new(
+            store,
+            boot,
+            mirror,
+            clock,
+            fallback_file(settings).map(|(_, path)| path),
+            Limits {
+                max_document_size: o.api.max_document_size as usize,
+                max_limit: o.api.max_limit as usize,
+                cache_clean_interval: std::time::Duration::from_secs(
+                    o.conductor.cache_clean_up_interval,
+                ),
+            },
+        )
+        .with_identity(Identity {
+            host: o.default.host.clone(),
+            http_url: settings.http_url.clone(),
+            heartbeat_interval: std::time::Duration::from_secs(o.conductor.heartbeat_interval),
+            heartbeat_timeout: std::time::Duration::from_secs(o.conductor.heartbeat_timeout),
+        }),
+    );
+    service
+        .register()
+        .await
+        .map_err(|e| CliError::Runtime(format!("cannot register this conductor: {e}")))?;
     // preparations that were fetching images when the last run stopped cannot resume
     // their request: each such node is marked failed, with the previous target served
     match service.fail_interrupted_prepares().await {
@@ -228,6 +240,10 @@ pub(super) fn run(cli: &Cli, err: &mut dyn std::io::Write) -> Result<(), CliErro
         let _ = stop_tx.send(true);
         for task in tasks {
             let _ = task.await;
+        }
+        // a clean stop hands this conductor's nodes to the others at once
+        if let Err(e) = service.unregister().await {
+            tracing::warn!("cannot unregister this conductor: {e}");
         }
         service.close().await;
         tracing::info!("stopped");

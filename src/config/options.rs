@@ -400,6 +400,11 @@ options! {
         /// over [pxe] image_cache_size, and abandoned temporary files are removed. 0 turns
         /// the periodic cleanup off (downloads still make room). Up to 86400.
         cache_clean_up_interval: u64 = "3600", check count::<_, 0, 86400>;
+        /// Seconds between two heartbeats of this conductor in the database, 1 to 600.
+        heartbeat_interval: u64 = "10", check seconds::<_, 1, 600>;
+        /// Seconds after its last heartbeat when a conductor counts as dead and the others
+        /// take its nodes; more than heartbeat_interval. 2 to 3600.
+        heartbeat_timeout: u64 = "60", check seconds::<_, 2, 3600>;
     }
 
     /// The node database.

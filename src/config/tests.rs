@@ -479,6 +479,8 @@ const RANGES: &[(&str, &str, u64, u64)] = &[
     ("swift", "timeout", 1, 600),
     ("swift", "temp_url_key_refresh_interval", 10, 86400),
     ("conductor", "cache_clean_up_interval", 0, 86400),
+    ("conductor", "heartbeat_interval", 1, 600),
+    ("conductor", "heartbeat_timeout", 2, 3600),
     ("database", "max_pool_size", 1, 1000),
     ("api", "port", 1, 65535),
     ("api", "header_timeout", 1, 3600),
@@ -521,6 +523,8 @@ fn every_integer_option_is_range_checked() {
                     "swift_temp_url_duration = 315360000\n"
                 }
                 ("api" | "httpboot", "port") => "",
+                ("conductor", "heartbeat_interval") => "heartbeat_timeout = 3600\n",
+                ("conductor", "heartbeat_timeout") => "heartbeat_interval = 1\n",
                 _ => "",
             };
             let text = if name == "port" {

@@ -872,6 +872,18 @@ pub(crate) fn validate(
             None
         }
     };
+    let c = &options.conductor;
+    if c.heartbeat_timeout <= c.heartbeat_interval {
+        errors.push(at.error_near(
+            "conductor.heartbeat_timeout",
+            &["conductor.heartbeat_interval"],
+            format!(
+                "{} is not more than conductor.heartbeat_interval ({}): a live conductor would \
+                 look dead between two heartbeats. Raise the timeout (3 to 6 intervals is usual)",
+                c.heartbeat_timeout, c.heartbeat_interval
+            ),
+        ));
+    }
     if api.max_body_size < api.max_document_size {
         errors.push(at.error_near(
             "api.max_body_size",

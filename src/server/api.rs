@@ -10,6 +10,7 @@
 //! | `DELETE /v1/nodes/{node}` | delete a node and its mirror files |
 //! | `PUT /v1/nodes/{node}/boot` | `{"target": "none|deploy|instance|local"}`: prepare and set the boot target |
 //! | `GET /v1/nodes/{node}/ipxe[?mac=]` | the script the node would get now |
+//! | `GET /v1/conductors[?limit=&marker=]` | the registered conductors, alive or not, and the nodes the ring gives each |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -169,6 +170,48 @@ pub(super) async fn list_nodes(
     Ok(Json(body))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConductorQuery {
+    limit: Option<String>,
+    marker: Option<String>,
+}
+
+/// `GET /v1/conductors`: every registered conductor by hostname, paged like nodes
+/// (`limit` up to `[api] max_limit`, `marker` = the last hostname of the previous page).
+pub(super) async fn list_conductors(
+    State(app): State<Arc<App>>,
+    q: Result<Query<ConductorQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let limit = q
+        .limit
+        .as_deref()
+        .map(|l| {
+            l.parse::<usize>().map_err(|_| {
+                invalid_query(
+                    "limit",
+                    format!("{l:?} is not a whole number of conductors"),
+                )
+            })
+        })
+        .transpose()?;
+    let (conductors, next) = app
+        .service
+        .list_conductors(limit, q.marker.as_deref())
+        .await?;
+    let mut body = json!({ "conductors": conductors });
+    if let Some(marker) = next {
+        let marker =
+            percent_encoding::utf8_percent_encode(&marker, percent_encoding::NON_ALPHANUMERIC);
+        body["next"] = json!(match limit {
+            Some(l) => format!("/v1/conductors?limit={l}&marker={marker}"),
+            None => format!("/v1/conductors?marker={marker}"),
+        });
+    }
+    Ok(Json(body))
+}
+
 pub(super) async fn get_node(
     State(app): State<Arc<App>>,
     Path(ident): Path<String>,
@@ -238,6 +281,7 @@ pub(super) async fn preview_ipxe(
 pub(super) async fn root() -> Json<Value> {
     let mut links = BTreeMap::new();
     links.insert("nodes", "/v1/nodes");
+    links.insert("conductors", "/v1/conductors");
     links.insert("metrics", "/metrics");
     links.insert("health", "/healthz");
     Json(json!({"name": "ironboot", "version": env!("CARGO_PKG_VERSION"), "links": links}))

@@ -269,6 +269,7 @@ pub fn api_router(app: Arc<App>) -> Router {
         )
         .route("/v1/nodes/{node}/boot", axum::routing::put(api::set_boot))
         .route("/v1/nodes/{node}/ipxe", get(api::preview_ipxe))
+        .route("/v1/conductors", get(api::list_conductors))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
     Router::new()
         .merge(v1)

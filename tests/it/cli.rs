@@ -605,6 +605,8 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
     ("deploy.http_url", "ftp://boot.example.com", ""),
     ("deploy.http_url", "http://boot.example.com/?x", ""),
     ("conductor.cache_clean_up_interval", "86401", ""),
+    ("conductor.heartbeat_interval", "0", ""),
+    ("conductor.heartbeat_timeout", "1", ""),
     ("swift.auth_type", "none", ""),
     ("swift.auth_type", "tempauth", ""),
     ("swift.auth_url", "ftp://keystone:5000", ""),

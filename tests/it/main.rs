@@ -16,6 +16,7 @@ mod glance;
 mod glance_services;
 mod hardening;
 mod hostile;
+mod membership;
 mod script_fuzz;
 mod store;
 mod swift_boot;

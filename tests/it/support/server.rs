@@ -73,13 +73,28 @@ pub async fn fresh_postgres_db() -> String {
 impl TestServer {
     /// Starts a server with `extra` appended to a config whose state lives in a temp dir.
     pub async fn start(db: Db, extra: &str) -> TestServer {
+        let pg_db = match db {
+            Db::Postgres => Some(fresh_postgres_db().await),
+            Db::Sqlite => None,
+        };
+        Self::start_with(pg_db, true, extra).await
+    }
+
+    /// Starts a server on the PostgreSQL database `url`, which another server may share
+    /// (another conductor); the caller drops the database.
+    pub async fn start_on(url: &str, extra: &str) -> TestServer {
+        Self::start_with(Some(url.to_string()), false, extra).await
+    }
+
+    async fn start_with(pg: Option<String>, owns_db: bool, extra: &str) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut text = format!("[DEFAULT]\nstate_path = {}\n", dir.path().display());
         let mut pg_db = None;
-        if db == Db::Postgres {
-            let url = fresh_postgres_db().await;
+        if let Some(url) = pg {
             text.push_str(&format!("[database]\nconnection = {url}\n"));
-            pg_db = Some(url);
+            if owns_db {
+                pg_db = Some(url);
+            }
         }
         // Tests of the API and of swift mode hand nodes http(s) URLs as they are; the tests
         // of cache mode say `http_passthrough = false`.
@@ -146,6 +161,8 @@ impl TestServer {
         for t in std::mem::take(&mut self.tasks) {
             t.await.unwrap();
         }
+        // as `serve` does on a clean stop
+        let _ = self.service.unregister().await;
         self.service.close().await;
         if let Some(db) = self.pg_db.take() {
             drop_postgres_db(&db).await;

@@ -1,0 +1,133 @@
+//! Conductors sharing PostgreSQL: registration at start, heartbeats, a clean stop that
+//! unregisters, dead conductors, the hash ring's split of the nodes, `GET /v1/conductors`
+//! (paged) and `ironboot conductor list`.
+
+use ironboot::clock::Clock;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::ironboot_bin;
+use crate::support::server::{TestServer, drop_postgres_db, fresh_postgres_db, random_mac};
+
+async fn conductors(s: &TestServer) -> Vec<Value> {
+    let (st, body) = s.call(Method::GET, "/v1/conductors", None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    body["conductors"].as_array().unwrap().clone()
+}
+
+fn named<'a>(list: &'a [Value], host: &str) -> Option<&'a Value> {
+    list.iter().find(|c| c["hostname"] == host)
+}
+
+#[tokio::test]
+async fn conductors_register_split_the_nodes_and_a_clean_stop_hands_them_over() {
+    let url = fresh_postgres_db().await;
+    let a = TestServer::start_on(&url, "[DEFAULT]\nhost = cond-a\n").await;
+    let b = TestServer::start_on(&url, "[DEFAULT]\nhost = cond-b\n").await;
+    for _ in 0..40 {
+        let (st, n) = a
+            .call(
+                Method::POST,
+                "/v1/nodes",
+                Some(json!({"macs": [random_mac()]})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{n}");
+    }
+
+    // both registered at start; the ring splits the 40 nodes between them
+    let list = conductors(&a).await;
+    assert_eq!(list.len(), 2, "{list:?}");
+    let (ca, cb) = (
+        named(&list, "cond-a").unwrap(),
+        named(&list, "cond-b").unwrap(),
+    );
+    assert!(ca["alive"] == true && cb["alive"] == true, "{list:?}");
+    let (na, nb) = (ca["nodes"].as_u64().unwrap(), cb["nodes"].as_u64().unwrap());
+    assert_eq!(na + nb, 40);
+    assert!(na > 5 && nb > 5, "a split, not all on one: {na}/{nb}");
+    assert_eq!(conductors(&b).await, list, "any conductor answers the same");
+
+    // paged like nodes
+    let (st, page) = a.call(Method::GET, "/v1/conductors?limit=1", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(page["conductors"].as_array().unwrap().len(), 1);
+    let next = page["next"].as_str().unwrap().to_string();
+    assert!(next.contains("marker=cond%2Da"), "{next}");
+    let (_, rest) = a.call(Method::GET, &next, None).await;
+    assert_eq!(rest["conductors"][0]["hostname"], "cond-b");
+    assert!(rest.get("next").is_none());
+    let (st, bad) = a
+        .call(Method::GET, "/v1/conductors?marker=nobody", None)
+        .await;
+    assert_eq!(
+        (st, bad["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_query"))
+    );
+
+    // a clean stop unregisters: a owns every node at once
+    b.stop().await;
+    let list = conductors(&a).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(named(&list, "cond-a").unwrap()["nodes"], 40);
+
+    // a conductor silent for longer than heartbeat_timeout (60 s) is dead and owns nothing
+    let now = a.clock.now_ms();
+    a.service
+        .store()
+        .register_conductor("cond-dead", "http://10.0.0.9:8080", now - 61_000)
+        .await
+        .unwrap();
+    let list = conductors(&a).await;
+    let dead = named(&list, "cond-dead").unwrap();
+    assert_eq!(
+        (dead["alive"].as_bool(), dead["nodes"].as_u64()),
+        (Some(false), Some(0))
+    );
+    // while a heartbeats, time passing does not make it dead
+    a.clock.advance_secs(120);
+    a.service.heartbeat().await.unwrap();
+    let list = conductors(&a).await;
+    assert_eq!(named(&list, "cond-a").unwrap()["alive"], true);
+    assert_eq!(
+        a.metric("ironboot_conductors{state=\"alive\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        a.metric("ironboot_conductors{state=\"dead\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        a.metric("ironboot_nodes_owned{conductor=\"cond-a\"}").await,
+        Some(40.0)
+    );
+
+    // the CLI shows the same
+    // (a child process: the in-process server must keep answering while it runs)
+    let out = tokio::process::Command::new(ironboot_bin())
+        .args(["conductor", "list", "--url", &a.api])
+        .env_remove("IRONBOOT_URL")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    let row = |host: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(host))
+            .unwrap_or_else(|| panic!("{host} in {table}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("cond-a")[3..], ["yes".to_string(), "40".into()]);
+    assert_eq!(row("cond-dead")[3..], ["no".to_string(), "0".into()]);
+
+    a.stop().await;
+    drop_postgres_db(&url).await;
+}
