@@ -34,6 +34,7 @@ codes! {
     NotFound = "not_found",
     MethodNotAllowed = "method_not_allowed",
     RequestTimeout = "request_timeout",
+    RangeNotSatisfiable = "range_not_satisfiable",
     // Nodes.
     NodeNotFound = "node_not_found",
     DuplicateMac = "duplicate_mac",

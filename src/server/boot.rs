@@ -13,12 +13,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::App;
 use super::error::{ErrorReport, status_of};
+use super::{App, files};
 use crate::node::Mac;
 use crate::service::{NodeScript, ServiceError};
 
@@ -84,6 +84,23 @@ pub(super) async fn node_script(State(app): State<Arc<App>>, Path(name): Path<St
         Ok(NodeScript::NoTarget) => not_found("the node has no boot target"),
         Err(e) => failure(e),
     }
+}
+
+/// `GET`/`HEAD /<node uuid>/<label>`: an image from `[deploy] http_root` (see
+/// [`super::files`]). A path of another shape is not an image: the fallback or 404, as for
+/// any other path.
+pub(super) async fn image(State(app): State<Arc<App>>, req: Request) -> Response {
+    let Some((node, label)) = files::image_path(req.uri().path()) else {
+        return super::boot_other(State(app), req).await;
+    };
+    files::serve(
+        app.service.mirror().root(),
+        node,
+        label,
+        req.method(),
+        req.headers(),
+    )
+    .await
 }
 
 pub(super) async fn fallback_file(State(app): State<Arc<App>>) -> Response {

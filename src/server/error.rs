@@ -35,6 +35,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         BodyTooLarge | DocumentTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Unauthorized => StatusCode::UNAUTHORIZED,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
         NotFound | NodeNotFound | FallbackMissing => StatusCode::NOT_FOUND,
         DuplicateMac | DuplicateName | ConcurrentUpdate | NoBootTarget | NoMacs
         | GlanceImageNotActive => StatusCode::CONFLICT,

@@ -10,6 +10,7 @@
 mod api;
 mod boot;
 pub mod error;
+mod files;
 pub mod listen;
 
 use std::future::Future;
@@ -299,6 +300,7 @@ pub fn boot_router(app: Arc<App>) -> Router {
     Router::new()
         .route("/boot.ipxe", get(boot::master))
         .route("/pxelinux.cfg/{mac}", get(boot::node_script))
+        .route("/{node}/{label}", get(boot::image))
         .fallback(boot_other)
         .layer(middleware::from_fn_with_state(
             Observed::new(&app, "boot"),
