@@ -467,6 +467,12 @@ impl BootService {
         Ok(Some(Rendered { script, tempurls }))
     }
 
+    /// Whether scripts name `http_url/<uuid>/<label>` for signed images
+    /// (`[ipxe] tempurl_redirect` in swift mode).
+    pub fn redirects(&self) -> bool {
+        self.redirect
+    }
+
     /// With `[ipxe] tempurl_redirect`: the TempURL, signed now (`now` is Unix seconds),
     /// of the image a node's script names `<label>`, or `None` when the node's prepared
     /// boot has no signed image of that label.

@@ -93,6 +93,25 @@ pub(super) async fn image(State(app): State<Arc<App>>, req: Request) -> Response
     let Some((node, label)) = files::image_path(req.uri().path()) else {
         return super::boot_other(State(app), req).await;
     };
+    // [ipxe] tempurl_redirect: a Swift image is a 302 to a TempURL signed now
+    if app.service.boot().redirects()
+        && let Ok(uuid) = uuid::Uuid::try_parse(node)
+    {
+        match app.service.redirect_url(uuid, label).await {
+            Ok(Some(url)) => {
+                return (
+                    StatusCode::FOUND,
+                    [
+                        (header::LOCATION, url),
+                        (header::CACHE_CONTROL, "no-store".to_string()),
+                    ],
+                )
+                    .into_response();
+            }
+            Ok(None) => {}
+            Err(e) => return failure(e),
+        }
+    }
     files::serve(
         app.service.mirror().root(),
         node,

@@ -304,3 +304,91 @@ async fn the_static_mirror_carries_tempurls_and_is_refreshed() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn tempurl_redirect_signs_when_the_node_follows_and_keeps_signatures_out_of_scripts() {
+    let img = images().await;
+    let s = TestServer::start(
+        Db::Sqlite,
+        &swift_config(
+            &img.key,
+            &proxy_url(),
+            "[ipxe]\ntempurl_redirect = true\n[deploy]\nhttp_url = http://10.0.2.2:8080\n",
+        ),
+    )
+    .await;
+    let mac = random_mac();
+    let (_, node) = s
+        .call(Method::POST, "/v1/nodes", Some(swift_node(&img, &mac)))
+        .await;
+    let uuid = node["uuid"].as_str().unwrap().to_string();
+    let (st, ready) = s.set_target(&uuid, "deploy").await;
+    assert_eq!(
+        (st, ready["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("ready"))
+    );
+
+    // the script and the static mirror name ironboot, with no signature in them
+    let (_, script) = s
+        .boot_get(&format!("/pxelinux.cfg/{}", mac.replace(':', "-")))
+        .await;
+    let urls = image_urls(&script);
+    assert_eq!(
+        urls,
+        vec![
+            format!("http://10.0.2.2:8080/{uuid}/deploy_kernel"),
+            format!("http://10.0.2.2:8080/{uuid}/deploy_ramdisk")
+        ]
+    );
+    assert!(!script.contains("temp_url_sig"), "{script}");
+    let mirrored = std::fs::read_to_string(s.http_root().join(&uuid).join("config")).unwrap();
+    assert!(!mirrored.contains("temp_url_sig"), "{mirrored}");
+
+    // following it: a 302 to a TempURL signed at that moment, which Swift accepts
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let location = |at: i64| {
+        let no_follow = no_follow.clone();
+        let url = format!("{}/{uuid}/deploy_kernel", s.boot);
+        async move {
+            let r = no_follow.get(url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::FOUND, "at {at}");
+            r.headers()["location"].to_str().unwrap().to_string()
+        }
+    };
+    let first = location(0).await;
+    assert!(first.contains("temp_url_sig="), "{first}");
+    assert_eq!(
+        fetch_as_node(&s.http, &first).await,
+        (StatusCode::OK, b"kernel bytes".to_vec())
+    );
+    // an hour later the script is the same, and the redirect is signed anew
+    s.clock.advance_secs(3600);
+    let later = location(3600).await;
+    let expires = |u: &str| {
+        u.rsplit("temp_url_expires=")
+            .next()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    };
+    assert_eq!(expires(&later), expires(&first) + 3600);
+    assert_eq!(
+        image_urls(
+            &s.boot_get(&format!("/pxelinux.cfg/{}", mac.replace(':', "-")))
+                .await
+                .1
+        ),
+        urls
+    );
+    // a label the node does not have is not redirected
+    let r = no_follow
+        .get(format!("{}/{uuid}/kernel", s.boot))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    s.stop().await;
+}
