@@ -104,6 +104,59 @@ fn labels(target: Target) -> (&'static str, &'static str) {
     }
 }
 
+/// The digest an operator gives for the reference in `field`: the string value of
+/// `<field>_checksum` (`driver_info.deploy_kernel` → `driver_info.deploy_kernel_checksum`),
+/// `algo:hex` (md5, sha1, sha256, sha512) or bare hex (md5, sha256 or sha512 by its length).
+/// Returns it as `algo:hex`.
+fn companion_checksum(node: &Node, field: &str) -> Result<Option<String>, BootError> {
+    let Some((doc, key)) = field.split_once('.') else {
+        return Ok(None);
+    };
+    let name = format!("{key}_checksum");
+    let extra = match doc {
+        "driver_info" => &node.driver_info.extra,
+        "instance_info" => &node.instance_info.extra,
+        _ => return Ok(None),
+    };
+    let Some(value) = extra.get(&name) else {
+        return Ok(None);
+    };
+    let full = format!("{doc}.{name}");
+    let bad = |why: String| BootError::Image(ImageError::Invalid(FieldError::new(&full, why)));
+    let text = value
+        .as_str()
+        .ok_or_else(|| {
+            bad(format!(
+                "{value} is not a string; write algo:hex, e.g. sha256:<64 hex digits>"
+            ))
+        })?
+        .trim();
+    let (algo, hex) = match text.split_once(':') {
+        Some((a, h)) => (a.to_ascii_lowercase(), h.to_string()),
+        None => {
+            let algo = match text.len() {
+                32 => "md5",
+                64 => "sha256",
+                128 => "sha512",
+                n => {
+                    return Err(bad(format!(
+                        "{n} hex digits match no digest; write algo:hex"
+                    )));
+                }
+            };
+            (algo.to_string(), text.to_string())
+        }
+    };
+    let parsed = crate::cache::Algo::parse(&algo)
+        .ok_or_else(|| bad(format!("{algo:?} is not md5, sha1, sha256 or sha512")))?;
+    let expected = crate::cache::Expected::new(parsed, &hex).map_err(|e| bad(e.to_string()))?;
+    Ok(Some(format!(
+        "{}:{}",
+        expected.algo().as_str(),
+        expected.hex()
+    )))
+}
+
 /// A rendered node script.
 #[derive(Debug, Clone)]
 pub struct Rendered {
@@ -387,17 +440,25 @@ impl BootService {
             check(ramdisk_field, ramdisk.clone())
         );
         let (klabel, rlabel) = labels(target);
-        let place = |mut image: PreparedImage, label: &str| {
+        // an operator's digest for an http(s) or file reference: `<field>_checksum`
+        // next to it (`driver_info.deploy_kernel_checksum`, `instance_info.kernel_checksum`)
+        let place = |mut image: PreparedImage,
+                     label: &str,
+                     field: &str|
+         -> Result<PreparedImage, BootError> {
             if image.source == SourceKind::Cache {
                 image.location = format!("{}/{label}", node.uuid);
+                if image.checksum.is_none() {
+                    image.checksum = companion_checksum(node, field)?;
+                }
             }
-            image
+            Ok(image)
         };
         Ok(Some(PreparedBoot {
             target,
             boot_mode: node.boot_mode,
-            kernel: Some(place(k?, klabel)),
-            ramdisk: Some(place(r?, rlabel)),
+            kernel: Some(place(k?, klabel, kernel_field)?),
+            ramdisk: Some(place(r?, rlabel, ramdisk_field)?),
             kernel_args,
         }))
     }

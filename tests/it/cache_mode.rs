@@ -470,3 +470,48 @@ async fn swift_mode_caches_file_references() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_operators_checksum_is_checked_for_http_images() {
+    use sha2::Digest as _;
+    let origin = Origin::start().await;
+    origin.put("k", b"the kernel the operator meant");
+    origin.put("r", b"ramdisk");
+    let good = format!(
+        "sha256:{}",
+        sha2::Sha256::digest(b"the kernel the operator meant")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let s = TestServer::start(Db::Sqlite, &config("")).await;
+    let with = |sum: Value| {
+        json!({"deploy_kernel": origin.url_of("k"), "deploy_ramdisk": origin.url_of("r"),
+               "deploy_kernel_checksum": sum})
+    };
+    let (a, _) = node(&s, with(json!(good))).await;
+    s.set_target(&a, "deploy").await;
+    let n = settled(&s, &a).await;
+    assert_eq!(n["state"], "ready", "{n}");
+    assert_eq!(n["prepared"]["kernel"]["checksum"], good.as_str());
+
+    // the same bytes against another digest: refused, nothing kept
+    origin.put("k", b"something else at the same URL");
+    let (b, _) = node(&s, with(json!(good))).await;
+    s.set_target(&b, "deploy").await;
+    let n = settled(&s, &b).await;
+    assert_eq!(n["state"], "failed", "{n}");
+    assert!(n["last_error"].as_str().unwrap().contains("sha256"), "{n}");
+    assert!(!s.http_root().join(&b).join("deploy_kernel").exists());
+
+    // a malformed digest is refused before anything is fetched, naming the field
+    let (c, _) = node(&s, with(json!("sha256:xyz"))).await;
+    let got = s.set_target(&c, "deploy").await;
+    crate::support::server::assert_error(
+        &got,
+        StatusCode::BAD_REQUEST,
+        "invalid_image_ref",
+        Some("driver_info.deploy_kernel_checksum"),
+    );
+    s.stop().await;
+}
