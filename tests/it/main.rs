@@ -16,6 +16,7 @@ mod glance_services;
 mod hardening;
 mod hostile;
 mod script_fuzz;
+mod serving;
 mod store;
 mod swift_boot;
 mod swift_keys;
