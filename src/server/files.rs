@@ -35,7 +35,7 @@
 //! **Flat memory.** The body is read on demand in [`CHUNK`]-byte pieces on the blocking
 //! pool; hyper polls for the next piece only while its write queue is short (about 400 KiB),
 //! so a connection holds at most that plus one piece, however large the file and however
-//! slow the reader.
+//! slow the reader. Read buffers are reused (a pool of at most [`POOLED`]).
 //!
 //! Why not `tower-http`'s `ServeFile`: it sends no `ETag` and ignores `If-None-Match` (a
 //! wrapper would `stat` the path separately from the `open`, so during the cache's rename
