@@ -7,6 +7,15 @@
 //!   script moves on to the next NIC. `aa-bb-…`, `01-aa-bb-…` and `aa:bb:…` are accepted.
 //! * `GET /{fallback}`: `[ipxe] fallback_script`, when it is a file name, read from
 //!   `[deploy] http_root`.
+//! * `GET`/`HEAD /<node uuid>/<label>`: an image the cache linked into
+//!   `[deploy] http_root/<node uuid>/<label>` (Ironic's `[deploy] http_url` layout), with
+//!   `Content-Length`, `ETag`, `Last-Modified`, `Accept-Ranges`, 304 for `If-None-Match` /
+//!   `If-Modified-Since`, 206 for one `Range` (`If-Range` honoured), 416 for an
+//!   unsatisfiable one; streamed in flat memory. Only a raw path of exactly that shape is
+//!   served (canonical lowercase UUID, label `[A-Za-z0-9_.-]{1,64}` not starting with `.`,
+//!   nothing percent-encoded); no symlink is followed, no directory is listed. Every other
+//!   path gets the fallback or 404 as before. The mechanics, and why not `tower-http`, are
+//!   in [`super::files`].
 //!
 //! Errors are short texts for iPXE; their code and detail go to the error report like the
 //! API's.

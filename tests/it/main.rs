@@ -18,6 +18,7 @@ mod hardening;
 mod hostile;
 mod membership;
 mod script_fuzz;
+mod serving;
 mod store;
 mod swift_boot;
 mod swift_keys;
