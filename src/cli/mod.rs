@@ -4,9 +4,11 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad arguments, 64 invalid configuration
 //! (`EX_USAGE`, as linkerd2-proxy does).
 
+mod cache;
 mod client;
 mod image;
 mod node;
+mod progress;
 pub mod serve;
 mod tempurl;
 
@@ -51,6 +53,9 @@ pub enum Command {
     Tempurl(Box<tempurl::TempurlArgs>),
     /// Check image references against the configured services.
     Image(image::ImageArgs),
+    /// List, fill and clean the master image cache ([pxe] tftp_master_path) directly;
+    /// safe next to a running `serve`.
+    Cache(cache::CacheArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,5 +153,6 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Cli
             tempurl::run(*args, out, err)
         }
         Command::Image(args) => image::run(&cli, args, out, err),
+        Command::Cache(args) => cache::run(&cli, args, out, err),
     }
 }
