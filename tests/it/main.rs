@@ -9,6 +9,7 @@
 mod support;
 
 mod api;
+mod cache_cli;
 mod cache_mode;
 mod cli;
 mod conductor;
