@@ -10,6 +10,7 @@ mod support;
 
 mod api;
 mod cache_cli;
+mod cache_crash;
 mod cache_mode;
 mod cli;
 mod conductor;
