@@ -11,6 +11,7 @@ mod support;
 mod api;
 mod cache_cli;
 mod cache_crash;
+mod cache_full;
 mod cache_mode;
 mod cli;
 mod conductor;
