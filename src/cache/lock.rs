@@ -22,11 +22,13 @@ pub(crate) struct KeyLock {
 }
 
 impl KeyLock {
-    /// Deletes the lock file (while holding the lock; see the module's doc).
-    pub(crate) fn remove_file(&self) -> io::Result<()> {
+    /// Deletes the lock file (while holding the lock; see the module's doc). Returns
+    /// whether it was there.
+    pub(crate) fn remove_file(&self) -> io::Result<bool> {
         match std::fs::remove_file(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }

@@ -358,16 +358,31 @@ pub struct Fetched {
 pub struct CleanReport {
     /// Master images evicted.
     pub evicted: Vec<CacheKey>,
-    /// Files removed: masters, metadata, locks and abandoned temporary files.
+    /// The files removed, in order: masters, metadata, locks and abandoned temporary
+    /// files (`ironboot cache clean` prints them).
+    pub files: Vec<PathBuf>,
+    /// How many files were removed (`files.len()`).
     pub files_removed: usize,
     /// Bytes of the files removed.
     pub bytes_freed: u64,
 }
 
 impl CleanReport {
-    fn removed(&mut self, bytes: u64) {
-        self.files_removed += 1;
-        self.bytes_freed += bytes;
+    /// Counts `path` when it was removed (`bytes` is `Some`).
+    fn removed(&mut self, path: &Path, bytes: Option<u64>) {
+        if let Some(bytes) = bytes {
+            self.files.push(path.to_path_buf());
+            self.files_removed += 1;
+            self.bytes_freed += bytes;
+        }
+    }
+
+    /// Adds what another sweep removed (the one at open, before a clean).
+    pub fn merge(&mut self, other: CleanReport) {
+        self.evicted.extend(other.evicted);
+        self.files.extend(other.files);
+        self.files_removed += other.files_removed;
+        self.bytes_freed += other.bytes_freed;
     }
 }
 
@@ -462,15 +477,16 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-fn remove_if_exists(path: &Path) -> io::Result<u64> {
+/// Removes a file; its size when it existed, `None` when it did not.
+fn remove_if_exists(path: &Path) -> io::Result<Option<u64>> {
     let size = match fs::symlink_metadata(path) {
         Ok(m) => m.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     match fs::remove_file(path) {
-        Ok(()) => Ok(size),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Ok(()) => Ok(Some(size)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -985,12 +1001,15 @@ impl MasterCache {
             Err(e) => return Err(err(e)),
         }
         let freed = remove_if_exists(&master).map_err(err)?;
-        report.removed(freed);
-        let meta = remove_if_exists(&self.meta_path(key)).map_err(err)?;
-        report.removed(meta);
-        lock.remove_file().map_err(err)?;
-        report.files_removed += 1;
+        report.removed(&master, freed);
+        let meta_path = self.meta_path(key);
+        let meta = remove_if_exists(&meta_path).map_err(err)?;
+        report.removed(&meta_path, meta);
+        if lock.remove_file().map_err(err)? {
+            report.removed(&self.lock_path(key), Some(0));
+        }
         report.evicted.push(key.clone());
+        let freed = freed.unwrap_or(0);
         tracing::info!(key = %key, bytes = freed, "evicted master image");
         Ok(true)
     }
@@ -1048,7 +1067,7 @@ impl MasterCache {
                 continue; // being written
             };
             let freed = remove_if_exists(&item.path()).map_err(err)?;
-            report.removed(freed);
+            report.removed(&item.path(), freed);
             tracing::debug!(file = ?name, "removed an abandoned temporary file");
             // A lock file made only by this sweep would stay behind.
             if !self.master_path(&key).exists() && !self.meta_path(&key).exists() {
@@ -1124,12 +1143,12 @@ impl MasterCache {
             if self.master_path(&key).exists() {
                 continue;
             }
-            let meta = remove_if_exists(&self.meta_path(&key)).map_err(err)?;
-            if meta > 0 {
-                report.removed(meta);
+            let meta_path = self.meta_path(&key);
+            let meta = remove_if_exists(&meta_path).map_err(err)?;
+            report.removed(&meta_path, meta);
+            if lock.remove_file().map_err(err)? {
+                report.removed(&self.lock_path(&key), Some(0));
             }
-            lock.remove_file().map_err(err)?;
-            report.files_removed += 1;
         }
         Ok(())
     }

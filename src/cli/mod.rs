@@ -4,10 +4,12 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad arguments, 64 invalid configuration
 //! (`EX_USAGE`, as linkerd2-proxy does).
 
+mod cache;
 mod client;
 mod conductor;
 mod image;
 mod node;
+mod progress;
 pub mod serve;
 mod tempurl;
 
@@ -54,6 +56,9 @@ pub enum Command {
     Image(image::ImageArgs),
     /// The conductors sharing the database, through the API.
     Conductor(conductor::ConductorArgs),
+    /// List, fill and clean the master image cache ([pxe] tftp_master_path) directly;
+    /// safe next to a running `serve`.
+    Cache(cache::CacheArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,5 +162,6 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Cli
             tempurl::run(*args, out, err)
         }
         Command::Image(args) => image::run(&cli, args, out, err),
+        Command::Cache(args) => cache::run(&cli, args, out, err),
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::CliError;
 use super::client::ApiClient;
+use super::progress::Display;
 use crate::config::Secret;
 
 #[derive(Debug, Args)]
@@ -95,6 +96,10 @@ enum NodeCommand {
         node: String,
         #[arg(long)]
         target: String,
+        /// Follow a preparation that continues in the background (cache mode) until the
+        /// node is ready or failed, with its progress on stderr; exit 1 when it failed.
+        #[arg(long)]
+        wait: bool,
     },
     /// Print the iPXE script the node gets now.
     Ipxe {
@@ -231,6 +236,35 @@ fn show(out: &mut dyn Write, node: &Value) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How often `node boot --wait` asks for the node.
+const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Polls the node (by UUID) while it is `preparing`, showing its `progress` on stderr;
+/// returns the node as it ended.
+async fn follow_preparation(client: &ApiClient, mut node: Value) -> Result<Value, CliError> {
+    let uuid = text(&node["uuid"]);
+    let path = node_path(&uuid);
+    let mut display: Option<Display> = None;
+    while node["state"] == "preparing" {
+        let shown = display.get_or_insert_with(|| Display::stderr(format!("node {uuid}")));
+        let progress = &node["progress"];
+        let phase = match progress["target"].as_str() {
+            Some(t) => format!("preparing {t}"),
+            None => "preparing".into(),
+        };
+        let bytes = progress["bytes_done"]
+            .as_u64()
+            .map(|done| (done, progress["bytes_total"].as_u64()));
+        shown.update(std::time::Instant::now(), &phase, bytes);
+        tokio::time::sleep(POLL).await;
+        node = client.json(Method::GET, &path, &[], None).await?;
+    }
+    if let Some(d) = display {
+        d.finish(&text(&node["state"]));
+    }
+    Ok(node)
+}
+
 fn node_path(node: &str) -> String {
     format!(
         "/v1/nodes/{}",
@@ -343,7 +377,7 @@ pub(super) fn run(args: NodeArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 }
                 Ok(())
             }
-            NodeCommand::Boot { node, target } => {
+            NodeCommand::Boot { node, target, wait } => {
                 let v = client
                     .json(
                         Method::PUT,
@@ -352,7 +386,21 @@ pub(super) fn run(args: NodeArgs, out: &mut dyn Write) -> Result<(), CliError> {
                         Some(&json!({ "target": target })),
                     )
                     .await?;
-                print_node(out, &v)
+                if !*wait {
+                    return print_node(out, &v);
+                }
+                let v = follow_preparation(&client, v).await?;
+                print_node(out, &v)?;
+                match v["state"].as_str() {
+                    Some("failed") => Err(CliError::Runtime(format!(
+                        "node {}: {}",
+                        text(&v["uuid"]),
+                        v["last_error"]
+                            .as_str()
+                            .unwrap_or("the preparation failed (no last_error)")
+                    ))),
+                    _ => Ok(()),
+                }
             }
             NodeCommand::Ipxe { node, mac } => {
                 let q: Vec<(&str, String)> = mac.iter().map(|m| ("mac", m.clone())).collect();

@@ -9,6 +9,9 @@
 mod support;
 
 mod api;
+mod cache_cli;
+mod cache_crash;
+mod cache_full;
 mod cache_mode;
 mod cli;
 mod conductor;

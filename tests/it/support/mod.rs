@@ -11,6 +11,7 @@ pub mod glance_env;
 pub mod origin;
 pub mod proxy;
 pub mod server;
+pub mod stream_origin;
 pub mod swift;
 
 use std::path::PathBuf;
