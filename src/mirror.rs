@@ -114,12 +114,26 @@ impl Mirror {
         Ok(())
     }
 
-    /// Removes a node's config and its links.
+    /// Removes a node's config, manifest and links, and its directory once nothing else is
+    /// in it: the image cache links the node's kernel and ramdisk there too, and removes
+    /// them itself.
     pub fn remove_node(&self, uuid: Uuid) -> io::Result<()> {
         let owned = self.manifest(uuid)?;
         self.remove_links(uuid, owned.iter())?;
-        match fs::remove_dir_all(self.root.join(uuid.to_string())) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        let dir = self.root.join(uuid.to_string());
+        for name in ["config", "macs"] {
+            match fs::remove_file(dir.join(name)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        match fs::remove_dir(&dir) {
+            Err(e)
+                if e.kind() != io::ErrorKind::NotFound
+                    && e.kind() != io::ErrorKind::DirectoryNotEmpty =>
+            {
+                Err(e)
+            }
             _ => Ok(()),
         }
     }
@@ -297,6 +311,29 @@ mod tests {
         assert_eq!(
             fs::read_to_string(dir.path().join("pxelinux.cfg/52-54-00-00-00-01")).unwrap(),
             "b"
+        );
+    }
+
+    #[test]
+    fn regression_removing_a_nodes_mirror_deletes_its_cached_images() {
+        // remove_node deleted http_root/<uuid> whole, so a refresh of a node still
+        // preparing (target none) removed the kernel the cache had just linked there
+        let dir = tempfile::tempdir().unwrap();
+        let m = Mirror::new(dir.path());
+        let uuid = Uuid::new_v4();
+        let a = Mac::parse("52:54:00:00:00:0a").unwrap();
+        m.write_node(uuid, &[a], "#!ipxe\n").unwrap();
+        let kernel = dir.path().join(uuid.to_string()).join("deploy_kernel");
+        fs::write(&kernel, b"linked by the cache").unwrap();
+        m.remove_node(uuid).unwrap();
+        assert_eq!(fs::read(&kernel).unwrap(), b"linked by the cache");
+        assert!(!dir.path().join(uuid.to_string()).join("config").exists());
+        assert!(!dir.path().join(uuid.to_string()).join("macs").exists());
+        fs::remove_file(&kernel).unwrap();
+        m.remove_node(uuid).unwrap();
+        assert!(
+            !dir.path().join(uuid.to_string()).exists(),
+            "an empty directory goes"
         );
     }
 }

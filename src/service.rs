@@ -1015,7 +1015,11 @@ impl Service {
     pub async fn sync_mirror(&self, uuid: Uuid) {
         match self.store.get_node(&uuid.to_string()).await {
             Ok(n) => self.write_mirror(&BootRecord::of(&n), &n.macs).await,
-            Err(StoreError::NotFound(_)) => self.remove_mirror(uuid).await,
+            Err(StoreError::NotFound(_)) => {
+                // a node deleted (maybe while ironboot was down): its images go too
+                self.boot.remove_images(uuid).await;
+                self.remove_mirror(uuid).await
+            }
             Err(e) => tracing::warn!(node = %uuid, "mirror not updated: {e}"),
         }
     }
