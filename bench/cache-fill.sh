@@ -20,6 +20,8 @@
 # image in nginx's access log (status 200 and 304 separately) and checks every node ready.
 #
 # Env: RUNS (5) SIZE_MIB (200) NODES (100) RATE (nginx limit_rate for part 2, 50m)
+#      BASELINE_BIN: another ironboot binary (e.g. built from an older commit) timed in
+#      the same rounds in part 1, as a row of its own
 # Needs: nginx, curl, python3, cargo. Binds 127.0.0.1 only; nginx and ironboot are stopped
 # by PID at exit, also on failure or Ctrl-C.
 set -euo pipefail
@@ -31,6 +33,7 @@ RATE=${RATE:-50m}
 for tool in nginx curl python3 cargo; do
     command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 2; }
 done
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 LABEL=$(git rev-parse --short HEAD)
 [ -z "$(git status --porcelain)" ] || LABEL="$LABEL + uncommitted changes"
 
@@ -112,7 +115,7 @@ state_path = $DIR/state
 tftp_master_path = $target/master
 image_cache_size = $((SIZE_MIB * 4))
 CONF
-    CURL_T=(); IB_T=()
+    CURL_T=(); IB_T=(); BASE_T=()
     for i in $(seq "$RUNS"); do
         rm -f "$target/curl.out"; sync
         CURL_T+=("$(timed curl -sS -o "$target/curl.out" "$URL")")
@@ -122,9 +125,15 @@ CONF
         IB_T+=("$(timed "$IB" --config "$target.conf" cache fetch "$URL")")
         [ "$(sha256sum "$target/master/$KEY" | cut -d' ' -f1)" = "$SOURCE_SHA" ] || { echo "ironboot's master differs" >&2; exit 1; }
         rm -rf "$target/master"
-        say "$where round $i/$RUNS: curl ${CURL_T[-1]} s, ironboot ${IB_T[-1]} s (wall/cpu)"
+        if [ -n "${BASELINE_BIN:-}" ]; then
+            sync
+            BASE_T+=("$(timed "$BASELINE_BIN" --config "$target.conf" cache fetch "$URL")")
+            [ "$(sha256sum "$target/master/$KEY" | cut -d' ' -f1)" = "$SOURCE_SHA" ] || { echo "the baseline's master differs" >&2; exit 1; }
+            rm -rf "$target/master"
+        fi
+        say "$where round $i/$RUNS: curl ${CURL_T[-1]} s, ironboot ${IB_T[-1]} s${BASELINE_BIN:+, baseline ${BASE_T[-1]} s} (wall/cpu)"
     done
-    RESULTS+=("$where" "${CURL_T[*]}" "${IB_T[*]}")
+    RESULTS+=("$where" "${CURL_T[*]}" "${IB_T[*]}" "${BASE_T[*]:-}")
 done
 
 # ------------------------------------------------------------------ part 2: single flight
@@ -186,7 +195,7 @@ SERVE_KEY=$(python3 -c 'import uuid,sys; print(uuid.uuid5(uuid.NAMESPACE_URL, sy
 [ "$(sha256sum "$DIR/serve-state/master/$SERVE_KEY" | cut -d' ' -f1)" = "$SOURCE_SHA" ] || { echo "serve's master differs" >&2; exit 1; }
 
 # ------------------------------------------------------------------ report
-python3 - "$SIZE_MIB" "$RUNS" "$LABEL" "$SF" "$GET_200" "$GET_304" "$GET_ALL" "$NODES" "$RATE" "$(nproc)" "${RESULTS[@]}" <<'PY'
+python3 - "$SIZE_MIB" "$RUNS" "$LABEL ; load average at start $LOAD" "$SF" "$GET_200" "$GET_304" "$GET_ALL" "$NODES" "$RATE" "$(nproc)" "${RESULTS[@]}" <<'PY'
 import json, statistics, sys
 size, runs, label = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 sf = json.loads(sys.argv[4])
@@ -194,14 +203,18 @@ g200, g304, gall, nodes, rate, cores = sys.argv[5:11]
 rest = sys.argv[11:]
 print(f"| fill {size} MiB from nginx on 127.0.0.1 | into | median wall s | MiB/s | median CPU s | ironboot / curl throughput | wall of each round (s) |")
 print("|---|---|---|---|---|---|---|")
-for j in range(0, len(rest), 3):
+runs_of = lambda text: [tuple(float(v) for v in x.split("/")) for x in text.split()]
+for j in range(0, len(rest), 4):
     where = rest[j]
-    runs_of = lambda text: [tuple(float(v) for v in x.split("/")) for x in text.split()]
-    curl, ib = runs_of(rest[j + 1]), runs_of(rest[j + 2])
-    mc, mi = statistics.median(w for w, _ in curl), statistics.median(w for w, _ in ib)
-    cc, ci = statistics.median(c for _, c in curl), statistics.median(c for _, c in ib)
+    curl = runs_of(rest[j + 1])
+    mc, cc = statistics.median(w for w, _ in curl), statistics.median(c for _, c in curl)
     print(f"| curl -o | {where} | {mc:.3f} | {size/mc:.0f} | {cc:.3f} | | {', '.join('%.3f' % w for w, _ in curl)} |")
-    print(f"| ironboot cache fetch | {where} | {mi:.3f} | {size/mi:.0f} | {ci:.3f} | **{mc/mi:.2f}×** | {', '.join('%.3f' % w for w, _ in ib)} |")
+    for name, text, bold in (("baseline ironboot cache fetch", rest[j + 3], ""), ("ironboot cache fetch", rest[j + 2], "**")):
+        if not text.strip():
+            continue
+        ib = runs_of(text)
+        mi, ci = statistics.median(w for w, _ in ib), statistics.median(c for _, c in ib)
+        print(f"| {name} | {where} | {mi:.3f} | {size/mi:.0f} | {ci:.3f} | {bold}{mc/mi:.2f}×{bold} | {', '.join('%.3f' % w for w, _ in ib)} |")
 print()
 print(f"(target ≥ 0.8×; medians of {runs} interleaved rounds; {cores} cores shared by nginx, the client and whatever else runs; ironboot {label})")
 print()
