@@ -57,7 +57,6 @@ use futures_util::FutureExt;
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, Shared};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use crate::code::ErrorCode;
 
@@ -75,6 +74,13 @@ const META_SUFFIX: &str = ".meta";
 const LOCK_SUFFIX: &str = ".lock";
 /// Bytes read at a time when hashing a master file.
 const HASH_CHUNK: usize = 1024 * 1024;
+/// Chunks of a body queued for the thread that writes them: hashing (on the task) and
+/// writing (on that thread) overlap, and a slow disk holds at most this many chunks in
+/// memory before it slows the download down.
+const WRITE_QUEUE: usize = 16;
+/// The writer flushes what it wrote every this many bytes, so the disk writes while the
+/// body is still arriving and the fsync before the rename has little left to do.
+const SYNC_EVERY: u64 = 32 * 1024 * 1024;
 
 /// Why the cache could not provide an image. Messages name the origin without secrets
 /// (no query string, no user info, no header).
@@ -735,14 +741,32 @@ impl MasterCache {
         let dir = &self.inner.dir;
         let tmp_path = dir.join(tmp_name(key));
         let write_err = |e: io::Error| CacheError::io(format!("cannot write {key}"), &e);
-        let mut file = tokio::fs::OpenOptions::new()
+        let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o644)
             .open(&tmp_path)
             .await
-            .map_err(write_err)?;
+            .map_err(write_err)?
+            .into_std()
+            .await;
         let mut tmp = TempFile(Some(tmp_path.clone()));
+        // The chunks go to a blocking thread that writes them as they are (no copy); this
+        // task checks and hashes them meanwhile.
+        let (queue, mut queued) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITE_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<fs::File> {
+            let mut file = file;
+            let mut unsynced: u64 = 0;
+            while let Some(chunk) = queued.blocking_recv() {
+                io::Write::write_all(&mut file, &chunk)?;
+                unsynced += chunk.len() as u64;
+                if unsynced >= SYNC_EVERY {
+                    file.sync_data()?;
+                    unsynced = 0;
+                }
+            }
+            Ok(file)
+        });
         let algo = expected.map_or(Algo::Sha256, Expected::algo);
         let mut hasher = digest::Hasher::new(algo);
         let mut got: u64 = 0;
@@ -766,9 +790,17 @@ impl MasterCache {
                 });
             }
             hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(write_err)?;
-            fanout.add(chunk.len() as u64);
+            let n = chunk.len() as u64;
+            if queue.send(chunk).await.is_err() {
+                break; // the writer failed: its error is below
+            }
+            fanout.add(n);
         }
+        drop(queue);
+        let file = writer
+            .await
+            .map_err(|e| CacheError::joined(&e))?
+            .map_err(write_err)?;
         drop(stream);
         if let Some(announced) = len
             && got != announced
@@ -790,8 +822,10 @@ impl MasterCache {
                 actual: digest.hex,
             });
         }
-        file.sync_all().await.map_err(write_err)?;
-        drop(file);
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| CacheError::joined(&e))?
+            .map_err(write_err)?;
         if len.is_none() {
             // The size is known only now; the bytes are already on disk.
             self.make_room(key, got, false, now).await?;

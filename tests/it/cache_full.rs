@@ -5,12 +5,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::origin::Origin;
 use crate::support::server::{Db, TestServer, random_mac};
+use crate::support::stream_origin::StreamOrigin;
 use crate::support::wait_for;
 
 const MIB: usize = 1 << 20;
@@ -91,6 +93,9 @@ async fn an_image_that_cannot_fit_fails_its_node_evicts_nothing_linked_and_servi
     origin.put("ramdisk", &ramdisk);
     origin.put("big", &vec![5u8; 6 * MIB]);
     origin.put("small", b"a small kernel");
+    // a source that does not announce the size: the disk fills while it is written
+    let chunked = StreamOrigin::start(256 << 10, Duration::ZERO).await;
+    chunked.put_unsized("big", bytes::Bytes::from(vec![6u8; 6 * MIB]));
     let s = TestServer::start(
         Db::Sqlite,
         &format!(
@@ -126,6 +131,22 @@ async fn an_image_that_cannot_fit_fails_its_node_evicts_nothing_linked_and_servi
         3,
         "one GET of the big image, refused at its Content-Length"
     );
+
+    // the same without Content-Length: the disk fills while the body is written; the
+    // write error fails the node and the partial file goes
+    s.patch(
+        &second,
+        json!({"driver_info": {"deploy_kernel": chunked.url_of("big")}}),
+    )
+    .await;
+    let n = prepared(&s, &second).await;
+    assert_eq!(n["state"], "failed", "{n}");
+    let e = n["last_error"].as_str().unwrap();
+    assert!(
+        e.contains("deploy_kernel") && e.contains("No space left on device"),
+        "the cause is clear: {e}"
+    );
+    assert_eq!(chunked.full_gets(), 1);
 
     // the first node's files and the master files are intact
     assert_eq!(std::fs::read(linked("deploy_kernel")).unwrap(), kernel);

@@ -1,7 +1,9 @@
 //! A slow HTTP image source for crash tests: serves each object at `/{name}` in small
 //! chunks with a pause between two chunks, so a client can be killed while the body is
-//! arriving. Sends `Content-Length` and an `ETag`, answers a matching `If-None-Match`
-//! with 304, and counts full GETs. (`support::origin` is the fast one.)
+//! arriving. Sends `Content-Length` (unless the object was put with
+//! [`StreamOrigin::put_unsized`]: then the body is chunked) and an `ETag`, answers a
+//! matching `If-None-Match` with 304, and counts full GETs. (`support::origin` is the
+//! fast one.)
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -16,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 struct Objects {
-    /// name → (bytes, etag)
-    files: Mutex<HashMap<String, (Bytes, String)>>,
+    /// name → (bytes, etag, whether Content-Length is sent)
+    files: Mutex<HashMap<String, (Bytes, String, bool)>>,
     chunk: usize,
     pause: Duration,
     full: AtomicUsize,
@@ -36,7 +38,7 @@ async fn get(
     headers: HeaderMap,
 ) -> Response {
     let found = o.files.lock().unwrap().get(&name).cloned();
-    let Some((bytes, etag)) = found else {
+    let Some((bytes, etag, sized)) = found else {
         return (StatusCode::NOT_FOUND, "no such object").into_response();
     };
     if headers
@@ -54,22 +56,25 @@ async fn get(
             if at >= bytes.len() {
                 return None;
             }
-            if at > 0 {
+            if at > 0 && !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
             let end = (at + chunk).min(bytes.len());
             Some((Ok::<_, Infallible>(bytes.slice(at..end)), end))
         }
     });
-    (
+    let mut response = (
         StatusCode::OK,
-        [
-            (header::ETAG, etag),
-            (header::CONTENT_LENGTH, len.to_string()),
-        ],
+        [(header::ETAG, etag)],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response();
+    if sized {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, len.into());
+    }
+    response
 }
 
 impl StreamOrigin {
@@ -94,12 +99,21 @@ impl StreamOrigin {
 
     /// Serves `bytes` at `/<name>` with a new ETag.
     pub fn put(&self, name: &str, bytes: Bytes) {
+        self.insert(name, bytes, true);
+    }
+
+    /// Serves `bytes` at `/<name>` without announcing their length (a chunked body).
+    pub fn put_unsized(&self, name: &str, bytes: Bytes) {
+        self.insert(name, bytes, false);
+    }
+
+    fn insert(&self, name: &str, bytes: Bytes, sized: bool) {
         let etag = format!("\"{}\"", uuid::Uuid::new_v4().simple());
         self.objects
             .files
             .lock()
             .unwrap()
-            .insert(name.into(), (bytes, etag));
+            .insert(name.into(), (bytes, etag, sized));
     }
 
     pub fn url_of(&self, name: &str) -> String {
