@@ -5,8 +5,12 @@
 #
 # QEMU (TCG, user-mode/slirp networking only) boots a VM whose NIC option ROM is
 # Debian's iPXE.  slirp's DHCP hands out http://10.0.2.2:<boot port>/boot.ipxe, which
-# `ironboot serve` (swift mode, bound to 127.0.0.1) answers; the per-MAC script then
-# fetches a Debian cloud kernel and a busybox initrd from a REAL Swift through TempURLs.
+# `ironboot serve` (bound to 127.0.0.1) answers; the per-MAC script then fetches a Debian
+# cloud kernel and a busybox initrd from a REAL Swift through TempURLs (swift mode), or
+# through a 302 from ironboot to a TempURL (*-redirect), or from ironboot's own boot
+# listener, which took them from a REAL Glance into its master cache (*-cache).  Each
+# mode is its own `ironboot serve` (config, state dir, ports, log), started only when a
+# scenario needs it: $OUT/ironboot.conf (swift), ironboot-redirect.conf, ironboot-cache.conf.
 # The initrd's /init prints IRONBOOT-E2E-ROLE=<deploy|instance>, BOOT-MARKER-OK and
 # "CMDLINE: $(cat /proc/cmdline)", then powers off (-no-reboot makes QEMU exit).
 # The guest reaches the host's loopback as 10.0.2.2; nothing listens beyond 127.0.0.1.
@@ -38,8 +42,41 @@
 #                  /boot.ipxe and /pxelinux.cfg/{mac} (ironboot_http_requests_total), so
 #                  no image byte went through ironboot
 #   uefi-glance    the same after `node update vm-glance --boot-mode uefi` (OVMF)
-#   (bios-deploy, uefi-deploy, bios-instance and *-glance first check that `ironboot node
-#   boot` HEAD-checked the two objects through TempURLs: HEAD lines in Swift's proxy log)
+#   bios-redirect  swift mode with [ipxe] tempurl_redirect = true and [deploy] http_url =
+#                  http://10.0.2.2:<boot port> (the "redirect" instance), node vm1 target
+#                  deploy: the script's kernel/initrd URLs are http_url/<uuid>/deploy_kernel
+#                  and /deploy_ramdisk, no temp_url_sig, no Swift URL; a GET of each (curl,
+#                  before the boot) is a 302, Cache-Control no-store, to a TempURL of
+#                  deploy/vmlinuz and deploy/initrd.img expiring 1200 s after the request;
+#                  during the boot the boot listener answered /{node}/{label} with 302
+#                  exactly twice and nothing but that and the scripts
+#                  (ironboot_http_requests_total{listener="boot"}), ironboot signed exactly
+#                  2 TempURLs (ironboot_tempurls_minted_total), and Swift's proxy log shows
+#                  iPXE's (User-Agent) TempURL GETs of both objects, signed no earlier than
+#                  the curl's; ROLE=deploy, cmdline as bios-deploy
+#   uefi-redirect  the same under OVMF
+#   bios-cache     cache mode ([ipxe] use_swift = false; the "cache" instance): node vm-cache
+#                  (mac 52:54:00:12:34:58) whose driver_info is deploy_kernel=<uuid>,
+#                  deploy_ramdisk=glance://<uuid>, images of the REAL Glance whose store is
+#                  a local directory (IRONBOOT_TEST_GLANCE_FILE_URL; [glance] auth_type =
+#                  password, endpoint_override).  The prepare: PUT /v1/nodes/<uuid>/boot
+#                  answers 202 with state preparing and GET /v1/nodes/<uuid> is polled until
+#                  ready (or `ironboot node boot --wait` exits 0, when the binary has it);
+#                  then master_images/<glance id> holds each image byte for byte (and
+#                  `ironboot cache list --json` lists them, each linked by one node, when the
+#                  binary has it), http_root/<uuid>/deploy_kernel|deploy_ramdisk are
+#                  hardlinks of the master files (same inode, `stat -c %h` 2), and the script
+#                  points at http://10.0.2.2:<boot port>/<uuid>/deploy_kernel|deploy_ramdisk
+#                  with no temp_url_sig.  The boot: ROLE=deploy, cmdline as bios-deploy, the
+#                  serial port shows iPXE fetching those URLs, the boot listener served
+#                  /{node}/{label} with 200 exactly twice and nothing but that and the
+#                  scripts, and Swift's proxy log names neither image and has no iPXE GET of
+#                  this run's container
+#   uefi-cache     the same after `node update vm-cache --boot-mode uefi` (a new prepare;
+#                  the images are already in the master cache)
+#   (bios-deploy, uefi-deploy, bios-instance, *-glance and *-redirect first check that
+#   `ironboot node boot` HEAD-checked the two objects through TempURLs: HEAD lines in
+#   Swift's proxy log)
 # Each run also checks ironboot's /metrics (ironboot_script_renders_total deltas), so
 # /boot.ipxe and /pxelinux.cfg/<mac> were really answered by ironboot.
 #
@@ -58,6 +95,12 @@
 #                     then ${CARGO_TARGET_DIR:-target}/debug/ironboot)
 #   IRONBOOT_E2E_LOG  ironboot's log filter (info,ironboot=debug)
 #   E2E_SCENARIOS     subset/order of the scenarios above (all of them)
+#   E2E_REPEAT        run the scenario list this many times, round after round (1); the
+#                     logs of round N > 1 are named <scenario>.rN.*
+#   E2E_TIMING_FILE   append one tab-separated line per VM: scenario, round, how it ended,
+#                     seconds of QEMU, seconds until the kernel's first console line ("Linux
+#                     version") and until BOOT-MARKER-OK ('-' when never), tag
+#                     (bench/boot-modes.sh reads it)
 #   E2E_VM_TIMEOUT    seconds before a VM that did not finish is killed (120)
 #   E2E_LOCAL_GRACE   *-local: seconds to wait after ironboot's local-boot line when the
 #                     firmware's line does not show up (15)
@@ -74,18 +117,23 @@
 #                     *-glance: the images are uploaded as that user, ironboot reads them
 #                     as that user ([glance] auth_type = password).  REQUIRED when a
 #                     *-glance scenario runs: missing ones make it FAIL, never skip.
+#   IRONBOOT_TEST_GLANCE_FILE_URL  the Glance whose store is a local directory (exported
+#                     by scripts/test.sh), for *-cache, with the Keystone variables above
+#                     (not the Swift ones): REQUIRED when a *-cache scenario runs; missing
+#                     ones make it FAIL, never skip.
 #                     Swift has to accept ironboot's one temp-URL key for container glance
 #                     too: the script puts it there as X-Container-Meta-Temp-URL-Key (not on
 #                     the account, whose keys the Rust tests set), or reuses the key an
 #                     earlier run put there, so that concurrent runs agree; it stays.
-#   E2E_KEEP_SWIFT=1  do not delete the test container and the Glance images at the end
+#   E2E_KEEP_SWIFT=1  do not delete the test container and the Glance images (both
+#                     Glances) at the end
 #   IRONBOOT_TEST_SKIP_APT=1  never call apt-get (missing packages are then an error;
 #                     note that fetching the kernel/busybox .debs into an empty cache
 #                     still needs `apt-get download`)
 #
 # Needs: qemu-system-x86 ipxe-qemu ovmf cpio gzip curl python3 (apt-get installs the
 # missing ones when root or passwordless sudo).  Exit: 0 all checks passed, 1 a check
-# failed, 2 setup error.  Everything started here (ironboot, QEMU, Swift when started
+# failed, 2 setup error.  Everything started here (each ironboot, QEMU, Swift when started
 # here) is stopped by PID on exit, failure, Ctrl-C or SIGTERM.
 
 # shellcheck disable=SC2317  # functions run through check/trap look unreachable
@@ -106,7 +154,7 @@ mkdir -p "$TD" || { echo "[e2e] cannot create $TD" >&2; exit 2; }
 TD=$(cd "$TD" && pwd -P)
 CACHE=$TD/cache
 OUT=$TD/e2e-last
-SCENARIOS=${E2E_SCENARIOS:-bios-deploy uefi-deploy bios-fallback uefi-fallback bios-instance bios-local uefi-local bios-glance uefi-glance}
+SCENARIOS=${E2E_SCENARIOS:-bios-deploy uefi-deploy bios-fallback uefi-fallback bios-instance bios-local uefi-local bios-glance uefi-glance bios-redirect uefi-redirect bios-cache uefi-cache}
 VM_TIMEOUT=${E2E_VM_TIMEOUT:-120}
 LOCAL_GRACE=${E2E_LOCAL_GRACE:-15}
 MEM=${E2E_MEM:-256}
@@ -116,6 +164,7 @@ IB_LOG_FILTER=${IRONBOOT_E2E_LOG:-info,ironboot=debug}
 MAC=52:54:00:12:34:56
 MAC_UNKNOWN=52:54:00:65:43:21
 MAC_GLANCE=52:54:00:12:34:57
+MAC_CACHE=52:54:00:12:34:58
 QEMU=qemu-system-x86_64
 OVMF=/usr/share/ovmf/OVMF.fd
 PKGS=(qemu-system-x86 ipxe-qemu ovmf cpio gzip curl)
@@ -126,9 +175,27 @@ now()  { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b-a}'; }
 hexhyp() { echo "$1" | tr ':' '-'; }
 
+instance_of() {  # scenario -> the `ironboot serve` instance it boots from (1: unknown)
+    case "$1" in
+        bios-deploy|uefi-deploy|bios-fallback|uefi-fallback|bios-instance|uefi-instance|\
+        bios-local|uefi-local|bios-glance|uefi-glance) echo swift ;;
+        bios-redirect|uefi-redirect) echo redirect ;;
+        bios-cache|uefi-cache) echo cache ;;
+        *) return 1 ;;
+    esac
+}
+declare -A NEED   # instance -> 1 when a scenario of this run boots from it
+for sc in $SCENARIOS; do
+    inst=$(instance_of "$sc") || die "unknown scenario '$sc' in E2E_SCENARIOS"
+    NEED[$inst]=1
+done
+
 # ---------------------------------------------------------------- state + cleanup
-WAIT_RC="" QEMU_PID="" IB_PID="" SWIFT_STARTED=0 SWIFT_DIR_OWN="" SWIFT_TOKEN="" CONT=""
-GLANCE_IMAGES=()   # ids of the Glance images this run created (deleted on exit)
+WAIT_RC="" QEMU_PID="" SWIFT_STARTED=0 SWIFT_DIR_OWN="" SWIFT_TOKEN="" CONT=""
+# the `ironboot serve` instances (swift, redirect, cache), by name: pid, ports, files
+declare -A INST_PID INST_API INST_BOOT INST_CONF INST_LOG INST_STATE
+IB_NAMES=()        # the instances started, in order
+GLANCE_IMAGES=()   # URLs (<glance>/v2/images/<id>) of the Glance images this run created
 NPASS=0 NFAIL=0 FAILED_CHECKS=() TIMINGS=()
 INTERRUPTED=""
 
@@ -177,16 +244,15 @@ print(json.dumps({"auth": {
     awk -F': ' 'tolower($1) == "x-subject-token" {print $2}' <<<"$hdrs" | grep .
 }
 
-glance_cleanup() {  # deletes this run's Glance images (Glance deletes their Swift objects)
+glance_cleanup() {  # deletes this run's Glance images (Glance deletes their stored data)
     [ "${#GLANCE_IMAGES[@]}" != 0 ] || return 0
     [ "${E2E_KEEP_SWIFT:-0}" = 1 ] && { say "keeping Glance images ${GLANCE_IMAGES[*]}"; return 0; }
-    local tok id st
+    local tok url st
     # a fresh token: the one of the setup may have expired (test.sh's live 60 s)
     tok=$(keystone_token) || { say "WARNING: no Keystone token: Glance images ${GLANCE_IMAGES[*]} are left"; return 0; }
-    for id in "${GLANCE_IMAGES[@]}"; do
-        st=$(curl -s -o /dev/null -m 30 -w '%{http_code}' -X DELETE -H "X-Auth-Token: $tok" \
-            "${IRONBOOT_TEST_GLANCE_URL%/}/v2/images/$id")
-        case "$st" in 204|404) ;; *) say "WARNING: deleting Glance image $id -> $st" ;; esac
+    for url in "${GLANCE_IMAGES[@]}"; do
+        st=$(curl -s -o /dev/null -m 30 -w '%{http_code}' -X DELETE -H "X-Auth-Token: $tok" "$url")
+        case "$st" in 204|404) ;; *) say "WARNING: deleting Glance image $url -> $st" ;; esac
     done
     GLANCE_IMAGES=()
 }
@@ -195,7 +261,9 @@ cleanup() {
     local rc=$? t
     trap '' INT TERM
     if [ -n "$QEMU_PID" ]; then kill_pid "$QEMU_PID" qemu 5; QEMU_PID=""; fi
-    if [ -n "$IB_PID" ]; then kill_pid "$IB_PID" ironboot 10; IB_PID=""; fi
+    for t in "${IB_NAMES[@]}"; do
+        if [ -n "${INST_PID[$t]}" ]; then kill_pid "${INST_PID[$t]}" "ironboot ($t)" 10; INST_PID[$t]=""; fi
+    done
     swift_cleanup_container
     glance_cleanup
     if [ "$SWIFT_STARTED" = 1 ]; then
@@ -427,7 +495,7 @@ GLANCE_VARS=(IRONBOOT_TEST_KEYSTONE_URL IRONBOOT_TEST_KEYSTONE_USER IRONBOOT_TES
     IRONBOOT_TEST_KEYSTONE_PROJECT IRONBOOT_TEST_GLANCE_URL IRONBOOT_TEST_GLANCE_SWIFT_ACCOUNT)
 GLANCE_CONT=${IRONBOOT_TEST_GLANCE_CONTAINER:-glance}
 KS_DOMAIN=${IRONBOOT_TEST_KEYSTONE_DOMAIN:-Default}
-GLANCE_ERR="" GLANCE_CONF=0 GLANCE_TOKEN="" GL_ID="" GL_KERNEL="" GL_RAMDISK="" GL_KEY_HOW=""
+GLANCE_ERR="" GLANCE_CONF=0 GLANCE_TOKEN="" GL_ID="" GL_ERR="" GL_KERNEL="" GL_RAMDISK="" GL_KEY_HOW=""
 declare -A GL_SIZE   # image id -> bytes
 
 json_field() {  # key: the value of a top-level key of the JSON document on stdin ('' if none)
@@ -435,32 +503,31 @@ json_field() {  # key: the value of a top-level key of the JSON document on stdi
 v = json.load(sys.stdin).get(sys.argv[1])
 print("" if v is None else v)' "$1" 2>/dev/null
 }
-glance_api() {  # body-file method path [curl args...] -> HTTP status on stdout
-    local f=$1 m=$2 p=$3; shift 3
-    curl -s -m 120 -o "$f" -w '%{http_code}' -X "$m" -H "X-Auth-Token: $GLANCE_TOKEN" "$@" \
-        "${IRONBOOT_TEST_GLANCE_URL%/}$p"
+glance_api() {  # glance-url body-file method path [curl args...] -> HTTP status on stdout
+    local g=$1 f=$2 m=$3 p=$4; shift 4
+    curl -s -m 120 -o "$f" -w '%{http_code}' -X "$m" -H "X-Auth-Token: $GLANCE_TOKEN" "$@" "${g%/}$p"
 }
-glance_image() {  # name disk+container format file -> GL_ID (an active image), or GLANCE_ERR
-    local name=$1 fmt=$2 file=$3 j=$OUT/build/glance.json st status="" size
-    GL_ID=""
-    st=$(glance_api "$j" POST /v2/images -H 'Content-Type: application/json' -d "{\"name\": \"$name\",
+glance_image() {  # glance-url name disk+container-format file -> GL_ID (an active image), or GL_ERR
+    local g=$1 name=$2 fmt=$3 file=$4 j=$OUT/build/glance.json st status="" size
+    GL_ID="" GL_ERR=""
+    st=$(glance_api "$g" "$j" POST /v2/images -H 'Content-Type: application/json' -d "{\"name\": \"$name\",
         \"disk_format\": \"$fmt\", \"container_format\": \"$fmt\", \"visibility\": \"private\"}")
     [ "$st" = 201 ] && GL_ID=$(json_field id <"$j") && [ -n "$GL_ID" ] \
-        || { GLANCE_ERR="Glance POST /v2/images ($name) -> $st: $(head -c 300 "$j")"; return 1; }
-    GLANCE_IMAGES+=("$GL_ID")
-    st=$(glance_api "$j" PUT "/v2/images/$GL_ID/file" -H 'Content-Type: application/octet-stream' -T "$file")
-    [ "$st" = 204 ] || { GLANCE_ERR="Glance PUT /v2/images/$GL_ID/file ($file) -> $st: $(head -c 300 "$j")"; return 1; }
+        || { GL_ERR="Glance POST /v2/images ($name) -> $st: $(head -c 300 "$j")"; return 1; }
+    GLANCE_IMAGES+=("${g%/}/v2/images/$GL_ID")
+    st=$(glance_api "$g" "$j" PUT "/v2/images/$GL_ID/file" -H 'Content-Type: application/octet-stream' -T "$file")
+    [ "$st" = 204 ] || { GL_ERR="Glance PUT /v2/images/$GL_ID/file ($file) -> $st: $(head -c 300 "$j")"; return 1; }
     for _ in $(seq 1 60); do
-        st=$(glance_api "$j" GET "/v2/images/$GL_ID")
+        st=$(glance_api "$g" "$j" GET "/v2/images/$GL_ID")
         status=$(json_field status <"$j")
         [ "$st:$status" = 200:active ] && break
         sleep 0.5
     done
-    [ "$status" = active ] || { GLANCE_ERR="Glance image $GL_ID ($name) is '$status' 30 s after its upload, not active"; return 1; }
+    [ "$status" = active ] || { GL_ERR="Glance image $GL_ID ($name) is '$status' 30 s after its upload, not active"; return 1; }
     size=$(json_field size <"$j")
     GL_SIZE[$GL_ID]=$(stat -c %s "$file")
     [ "$size" = "${GL_SIZE[$GL_ID]}" ] \
-        || { GLANCE_ERR="Glance image $GL_ID ($name) has size $size, its file ${GL_SIZE[$GL_ID]}"; return 1; }
+        || { GL_ERR="Glance image $GL_ID ($name) has size $size, its file ${GL_SIZE[$GL_ID]}"; return 1; }
     say "Glance image $GL_ID: $name, $fmt, $size bytes, active"
 }
 container_key() {  # container -> its X-Container-Meta-Temp-URL-Key on stdout ('' if none)
@@ -509,9 +576,11 @@ glance_setup() {  # -> GL_KERNEL, GL_RAMDISK, GLANCE_CONF=1 when ironboot can be
         GLANCE_ERR="Keystone at $IRONBOOT_TEST_KEYSTONE_URL gave no token to $IRONBOOT_TEST_KEYSTONE_USER (project $IRONBOOT_TEST_KEYSTONE_PROJECT)"
         return 1
     }
-    glance_image "ironboot-e2e-$NONCE-deploy-kernel" aki "$CACHE/vmlinuz" || return 1
+    glance_image "$IRONBOOT_TEST_GLANCE_URL" "ironboot-e2e-$NONCE-deploy-kernel" aki "$CACHE/vmlinuz" \
+        || { GLANCE_ERR=$GL_ERR; return 1; }
     GL_KERNEL=$GL_ID
-    glance_image "ironboot-e2e-$NONCE-deploy-ramdisk" ari "$OUT/build/deploy-initrd.img" || return 1
+    glance_image "$IRONBOOT_TEST_GLANCE_URL" "ironboot-e2e-$NONCE-deploy-ramdisk" ari "$OUT/build/deploy-initrd.img" \
+        || { GLANCE_ERR=$GL_ERR; return 1; }
     GL_RAMDISK=$GL_ID
     glance_temp_url_key || return 1
     say "Glance ${IRONBOOT_TEST_GLANCE_URL%/}: deploy kernel $GL_KERNEL, ramdisk $GL_RAMDISK in $SWIFT_ACCOUNT/$GLANCE_CONT; its Temp-URL-Key: $GL_KEY_HOW"
@@ -520,40 +589,123 @@ if [ "$GLANCE_WANTED" = 1 ] && ! glance_setup; then
     say "Glance setup failed, the *-glance scenarios will FAIL: $GLANCE_ERR"
 fi
 
+# ---------------------------------------------------------------- file-store Glance (*-cache)
+# Cache mode: the same deploy kernel and initrd become images of the REAL Glance whose
+# store is a local directory (IRONBOOT_TEST_GLANCE_FILE_URL).  ironboot downloads them
+# through Glance's API into its master cache and serves them itself.  Whatever is missing
+# or fails here is CACHE_ERR, and each *-cache scenario then FAILs with it (never skips).
+CACHE_VARS=(IRONBOOT_TEST_KEYSTONE_URL IRONBOOT_TEST_KEYSTONE_USER IRONBOOT_TEST_KEYSTONE_PASSWORD
+    IRONBOOT_TEST_KEYSTONE_PROJECT IRONBOOT_TEST_GLANCE_FILE_URL)
+CACHE_ERR="" GC_KERNEL="" GC_RAMDISK=""
+cache_glance_setup() {  # -> GC_KERNEL, GC_RAMDISK (active images); or CACHE_ERR
+    local v missing=()
+    for v in "${CACHE_VARS[@]}"; do [ -n "${!v:-}" ] || missing+=("$v"); done
+    if [ "${#missing[@]}" != 0 ]; then
+        CACHE_ERR="${missing[*]} unset: no Keystone/file-store Glance to test against (scripts/test.sh exports them)"
+        return 1
+    fi
+    GLANCE_TOKEN=$(keystone_token) || {
+        CACHE_ERR="Keystone at $IRONBOOT_TEST_KEYSTONE_URL gave no token to $IRONBOOT_TEST_KEYSTONE_USER (project $IRONBOOT_TEST_KEYSTONE_PROJECT)"
+        return 1
+    }
+    glance_image "$IRONBOOT_TEST_GLANCE_FILE_URL" "ironboot-e2e-$NONCE-cache-kernel" aki "$CACHE/vmlinuz" \
+        || { CACHE_ERR=$GL_ERR; return 1; }
+    GC_KERNEL=$GL_ID
+    glance_image "$IRONBOOT_TEST_GLANCE_FILE_URL" "ironboot-e2e-$NONCE-cache-ramdisk" ari "$OUT/build/deploy-initrd.img" \
+        || { CACHE_ERR=$GL_ERR; return 1; }
+    GC_RAMDISK=$GL_ID
+    say "Glance ${IRONBOOT_TEST_GLANCE_FILE_URL%/} (file store): deploy kernel $GC_KERNEL, ramdisk $GC_RAMDISK"
+}
+if [ -n "${NEED[cache]:-}" ] && ! cache_glance_setup; then
+    say "file-store Glance setup failed, the *-cache scenarios will FAIL: $CACHE_ERR"
+fi
+
 # ---------------------------------------------------------------- ironboot serve
+# One `ironboot serve` per mode a scenario of this run needs, each with its own config,
+# state dir (SQLite, http_root), ports and log, started and stopped by PID:
+#   swift     $OUT/ironboot.conf: [ipxe] use_swift = true, scripts carry the TempURLs
+#   redirect  $OUT/ironboot-redirect.conf: the same plus tempurl_redirect = true and
+#             [deploy] http_url = http://10.0.2.2:<its boot port>
+#   cache     $OUT/ironboot-cache.conf: use_swift = false, images from the file-store
+#             Glance into $OUT/state-cache/master_images, served by its boot listener
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-{ API_PORT=$(free_port) && BOOT_PORT=$(free_port); } || die "cannot find free ports"
-while [ "$BOOT_PORT" = "$API_PORT" ]; do BOOT_PORT=$(free_port); done
-STATE=$OUT/state
-HTTP_ROOT=$STATE/httpboot
-mkdir -p "$HTTP_ROOT"
-printf '%s\n' "$TEMP_URL_KEY" >"$OUT/build/temp-url-key"
-chmod 600 "$OUT/build/temp-url-key"
-CONF=$OUT/ironboot.conf
-cat >"$CONF" <<EOF
-# written by scripts/e2e-ipxe.sh
+USED_PORTS=" "
+new_port() {  # var: a free port no instance of this run has yet
+    local p i
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        p=$(free_port) || return 1
+        case "$USED_PORTS" in *" $p "*) continue ;; esac
+        USED_PORTS+="$p "
+        printf -v "$1" '%s' "$p"
+        return 0
+    done
+    return 1
+}
+inst_alloc() {  # name -> INST_API, INST_BOOT (free ports), INST_CONF, INST_LOG, INST_STATE
+    local n=$1 sfx="" a b
+    [ "$n" = swift ] || sfx=-$n
+    new_port a && new_port b || die "cannot find free ports"
+    INST_API[$n]=$a INST_BOOT[$n]=$b INST_PID[$n]=""
+    INST_CONF[$n]=$OUT/ironboot$sfx.conf INST_LOG[$n]=$OUT/ironboot$sfx.log INST_STATE[$n]=$OUT/state$sfx
+    mkdir -p "${INST_STATE[$n]}/httpboot" || die "cannot create ${INST_STATE[$n]}"
+}
+conf_head() {  # name: [DEFAULT], [api], [httpboot] of its config
+    cat <<EOF
+# written by scripts/e2e-ipxe.sh ($1 mode)
 [DEFAULT]
-state_path = $STATE
+state_path = ${INST_STATE[$1]}
 
 [api]
 host_ip = 127.0.0.1
-port = $API_PORT
+port = ${INST_API[$1]}
 
 [httpboot]
 host_ip = 127.0.0.1
-port = $BOOT_PORT
+port = ${INST_BOOT[$1]}
+EOF
+}
+conf_retries() {  # fail fast instead of retrying for minutes when a download breaks
+    printf '%s\n' "# fail fast instead of retrying for minutes when a download breaks" \
+        "download_attempts = 2" "retry_max_delay = 2"
+}
+conf_keystone() {  # [glance] options: read images as the Keystone user of the tests
+    printf '%s\n' "$IRONBOOT_TEST_KEYSTONE_PASSWORD" >"$OUT/build/keystone-password"
+    chmod 600 "$OUT/build/keystone-password"
+    cat <<EOF
+auth_type = password
+auth_url = ${IRONBOOT_TEST_KEYSTONE_URL%/}
+username = $IRONBOOT_TEST_KEYSTONE_USER
+password_file = $OUT/build/keystone-password
+project_name = $IRONBOOT_TEST_KEYSTONE_PROJECT
+user_domain_name = $KS_DOMAIN
+project_domain_name = $KS_DOMAIN
+EOF
+    [ -n "${IRONBOOT_TEST_KEYSTONE_REGION:-}" ] && echo "region_name = $IRONBOOT_TEST_KEYSTONE_REGION"
+    return 0
+}
+write_swift_conf() {  # name redirect(0|1)
+    local n=$1 redirect=$2
+    conf_head "$n"
+    cat <<EOF
 
 [deploy]
-http_root = $HTTP_ROOT
+http_root = ${INST_STATE[$n]}/httpboot
+EOF
+    [ "$redirect" = 1 ] && echo "http_url = http://10.0.2.2:${INST_BOOT[$n]}"
+    cat <<EOF
 
 [ipxe]
 use_swift = true
-fallback_script = fallback.ipxe
-# fail fast instead of retrying for minutes when a download breaks
-download_attempts = 2
-retry_max_delay = 2
+EOF
+    if [ "$redirect" = 1 ]; then
+        echo "tempurl_redirect = true"
+    else
+        echo "fallback_script = fallback.ipxe"
+    fi
+    conf_retries
+    cat <<EOF
 
 [pxe]
 kernel_append_params = console=ttyS0 panic=1 ironboot_e2e=$NONCE
@@ -564,82 +716,149 @@ swift_internal_endpoint_url = http://127.0.0.1:$SWIFT_PORT
 swift_account = $SWIFT_ACCOUNT
 swift_temp_url_key_file = $OUT/build/temp-url-key
 EOF
-if [ "$GLANCE_CONF" = 1 ]; then
-    # *-glance: image metadata from Glance as the Keystone user that uploaded them; the
-    # objects are in $SWIFT_ACCOUNT (Glance's account, checked above)/$GLANCE_CONT, seed 0
-    printf '%s\n' "$IRONBOOT_TEST_KEYSTONE_PASSWORD" >"$OUT/build/keystone-password"
-    chmod 600 "$OUT/build/keystone-password"
-    cat >>"$CONF" <<EOF
-auth_type = password
-auth_url = ${IRONBOOT_TEST_KEYSTONE_URL%/}
-username = $IRONBOOT_TEST_KEYSTONE_USER
-password_file = $OUT/build/keystone-password
-project_name = $IRONBOOT_TEST_KEYSTONE_PROJECT
-user_domain_name = $KS_DOMAIN
-project_domain_name = $KS_DOMAIN
-swift_container = $GLANCE_CONT
-swift_store_multiple_containers_seed = 0
-EOF
-    [ -n "${IRONBOOT_TEST_KEYSTONE_REGION:-}" ] && echo "region_name = $IRONBOOT_TEST_KEYSTONE_REGION" >>"$CONF"
-fi
-cat >"$HTTP_ROOT/fallback.ipxe" <<'EOF'
-#!ipxe
-echo IRONBOOT-E2E-FALLBACK ${mac:hexhyp}
-sleep 2
-reboot
-EOF
-cp "$HTTP_ROOT/fallback.ipxe" "$OUT/fallback.ipxe"
-
-"$IB" --config "$CONF" config check >"$OUT/config-check.txt" 2>&1
-rc=$?
-[ "$rc" = 0 ] || { cat "$OUT/config-check.txt" >&2; die "ironboot config check failed (rc=$rc)"; }
-
-unset IRONBOOT_TOKEN_FILE
-export IRONBOOT_URL=http://127.0.0.1:$API_PORT IRONBOOT_CONFIG=$CONF
-NO_COLOR=1 "$IB" --config "$CONF" --log "$IB_LOG_FILTER" serve </dev/null >"$OUT/ironboot.log" 2>&1 &
-IB_PID=$!
-ready=0
-for _ in $(seq 1 150); do
-    kill -0 "$IB_PID" 2>/dev/null || break
-    if curl -sf -m 2 -o /dev/null "$IRONBOOT_URL/healthz" \
-        && curl -sf -m 2 -o "$OUT/boot.ipxe" "http://127.0.0.1:$BOOT_PORT/boot.ipxe"; then
-        ready=1; break
+    if [ "$n" = swift ] && [ "$GLANCE_CONF" = 1 ]; then
+        # *-glance: image metadata from Glance as the Keystone user that uploaded them; the
+        # objects are in $SWIFT_ACCOUNT (Glance's account, checked above)/$GLANCE_CONT, seed 0
+        conf_keystone
+        printf '%s\n' "swift_container = $GLANCE_CONT" "swift_store_multiple_containers_seed = 0"
     fi
-    sleep 0.2
-done
-if [ "$ready" != 1 ]; then
-    tail -n 30 "$OUT/ironboot.log" >&2
-    die "ironboot serve did not come up on 127.0.0.1:$API_PORT / :$BOOT_PORT"
-fi
-say "ironboot serve pid $IB_PID: API $IRONBOOT_URL, boot http://127.0.0.1:$BOOT_PORT (guest: http://10.0.2.2:$BOOT_PORT/boot.ipxe)"
+}
+write_cache_conf() {  # name
+    local n=$1
+    conf_head "$n"
+    cat <<EOF
+
+[deploy]
+http_root = ${INST_STATE[$n]}/httpboot
+http_url = http://10.0.2.2:${INST_BOOT[$n]}
+
+[ipxe]
+use_swift = false
+EOF
+    conf_retries
+    cat <<EOF
+
+[pxe]
+kernel_append_params = console=ttyS0 panic=1 ironboot_e2e=$NONCE
+tftp_master_path = ${INST_STATE[$n]}/master_images
+
+[glance]
+EOF
+    conf_keystone
+    echo "endpoint_override = ${IRONBOOT_TEST_GLANCE_FILE_URL%/}"
+}
+START_ERR=""
+start_ironboot() {  # name: config check, then `serve` in the background until /healthz and
+    # /boot.ipxe answer -> INST_PID; or START_ERR (1)
+    local n=$1 sfx="" rc pid ready=0 api=http://127.0.0.1:${INST_API[$1]}
+    [ "$n" = swift ] || sfx=-$n
+    "$IB" --config "${INST_CONF[$n]}" config check >"$OUT/config-check$sfx.txt" 2>&1
+    rc=$?
+    if [ "$rc" != 0 ]; then
+        START_ERR="ironboot config check of ${INST_CONF[$n]} failed (rc=$rc): $(grep -v '^ *$' "$OUT/config-check$sfx.txt" | tail -n 3 | tr '\n' ' ')"
+        return 1
+    fi
+    NO_COLOR=1 "$IB" --config "${INST_CONF[$n]}" --log "$IB_LOG_FILTER" serve </dev/null >"${INST_LOG[$n]}" 2>&1 &
+    pid=$!
+    INST_PID[$n]=$pid
+    IB_NAMES+=("$n")
+    for _ in $(seq 1 150); do
+        kill -0 "$pid" 2>/dev/null || break
+        if curl -sf -m 2 -o /dev/null "$api/healthz" \
+            && curl -sf -m 2 -o "$OUT/boot$sfx.ipxe" "http://127.0.0.1:${INST_BOOT[$n]}/boot.ipxe"; then
+            ready=1; break
+        fi
+        sleep 0.2
+    done
+    if [ "$ready" != 1 ]; then
+        tail -n 30 "${INST_LOG[$n]}" >&2
+        START_ERR="ironboot serve ($n mode) did not come up on 127.0.0.1:${INST_API[$n]} / :${INST_BOOT[$n]} (see ${INST_LOG[$n]})"
+        return 1
+    fi
+    say "ironboot serve ($n mode) pid $pid: API $api, boot http://127.0.0.1:${INST_BOOT[$n]} (guest: http://10.0.2.2:${INST_BOOT[$n]}/boot.ipxe)"
+}
+IB_CUR="" BOOT_PORT=""
+use_ironboot() {  # name: the instance the CLI, the metrics helpers and run_vm talk to
+    IB_CUR=$1
+    export IRONBOOT_URL=http://127.0.0.1:${INST_API[$1]:-0} IRONBOOT_CONFIG=${INST_CONF[$1]:-/dev/null}
+    BOOT_PORT=${INST_BOOT[$1]:-0}   # unset: the instance did not start (its scenarios FAIL)
+}
+
+printf '%s\n' "$TEMP_URL_KEY" >"$OUT/build/temp-url-key"
+chmod 600 "$OUT/build/temp-url-key"
+unset IRONBOOT_TOKEN_FILE
 
 ib() { "$IB" --log warn "$@"; }   # CLI client (IRONBOOT_URL, IRONBOOT_CONFIG exported)
 ib_step() {  # description cmd...: run an ironboot CLI command, log its output, FAIL on error
     local d=$1 rc; shift
-    { echo "\$ ironboot $*"; ib "$@"; } >>"$OUT/cli.log" 2>&1
+    { echo "\$ ironboot $*  # $IB_CUR mode"; ib "$@"; } >>"$OUT/cli.log" 2>&1
     rc=$?
     if [ "$rc" != 0 ]; then
         fail "$d: \`ironboot $*\` exited $rc (see $OUT/cli.log)"
         return 1
     fi
 }
+node_uuid() { ib node show "$1" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["uuid"])'; }
+create_vm1() {  # node vm1 (mac $MAC) with the swift:// deploy and instance images -> VM1_UUID
+    ib_step "create node vm1" node create --name vm1 --mac "$MAC" --boot-mode bios \
+        --deploy-kernel "swift://$CONT/deploy/vmlinuz" --deploy-ramdisk "swift://$CONT/deploy/initrd.img" \
+        --kernel "swift://$CONT/instance/vmlinuz" --ramdisk "swift://$CONT/instance/initrd.img" \
+        --kernel-append-params "console=ttyS0 panic=1 role=instance ironboot_e2e_instance=$NONCE" \
+        || die "cannot create node vm1 ($IB_CUR mode)"
+    VM1_UUID=$(node_uuid vm1) || die "cannot read the uuid of node vm1 ($IB_CUR mode)"
+    say "node vm1 = $VM1_UUID, mac $MAC ($IB_CUR mode)"
+}
 
-ib_step "create node vm1" node create --name vm1 --mac "$MAC" --boot-mode bios \
-    --deploy-kernel "swift://$CONT/deploy/vmlinuz" --deploy-ramdisk "swift://$CONT/deploy/initrd.img" \
-    --kernel "swift://$CONT/instance/vmlinuz" --ramdisk "swift://$CONT/instance/initrd.img" \
-    --kernel-append-params "console=ttyS0 panic=1 role=instance ironboot_e2e_instance=$NONCE" \
-    || die "cannot create the node"
-NODE_UUID=$(ib node show vm1 --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["uuid"])') \
-    || die "cannot read the node's uuid"
-say "node vm1 = $NODE_UUID, mac $MAC"
-if [ "$GLANCE_WANTED" = 1 ] && [ -z "$GLANCE_ERR" ]; then
-    # driver_info holds only the two Glance images, as a bare UUID and as glance://UUID
-    if ib_step "create node vm-glance" node create --name vm-glance --mac "$MAC_GLANCE" --boot-mode bios \
-        --deploy-kernel "$GL_KERNEL" --deploy-ramdisk "glance://$GL_RAMDISK"; then
-        say "node vm-glance, mac $MAC_GLANCE: deploy_kernel=$GL_KERNEL deploy_ramdisk=glance://$GL_RAMDISK"
-    else
-        GLANCE_ERR="cannot create node vm-glance (see $OUT/cli.log)"
+VM1_UUID="" NODE_UUID="" REDIRECT_UUID="" CACHE_UUID=""
+if [ -n "${NEED[swift]:-}" ]; then
+    inst_alloc swift
+    write_swift_conf swift 0 >"${INST_CONF[swift]}"
+    cat >"${INST_STATE[swift]}/httpboot/fallback.ipxe" <<'EOF'
+#!ipxe
+echo IRONBOOT-E2E-FALLBACK ${mac:hexhyp}
+sleep 2
+reboot
+EOF
+    cp "${INST_STATE[swift]}/httpboot/fallback.ipxe" "$OUT/fallback.ipxe"
+    start_ironboot swift || die "$START_ERR"
+    use_ironboot swift
+    create_vm1
+    NODE_UUID=$VM1_UUID
+    if [ "$GLANCE_WANTED" = 1 ] && [ -z "$GLANCE_ERR" ]; then
+        # driver_info holds only the two Glance images, as a bare UUID and as glance://UUID
+        if ib_step "create node vm-glance" node create --name vm-glance --mac "$MAC_GLANCE" --boot-mode bios \
+            --deploy-kernel "$GL_KERNEL" --deploy-ramdisk "glance://$GL_RAMDISK"; then
+            say "node vm-glance, mac $MAC_GLANCE: deploy_kernel=$GL_KERNEL deploy_ramdisk=glance://$GL_RAMDISK"
+        else
+            GLANCE_ERR="cannot create node vm-glance (see $OUT/cli.log)"
+        fi
     fi
+fi
+if [ -n "${NEED[redirect]:-}" ]; then
+    inst_alloc redirect
+    write_swift_conf redirect 1 >"${INST_CONF[redirect]}"
+    start_ironboot redirect || die "$START_ERR"
+    use_ironboot redirect
+    create_vm1
+    REDIRECT_UUID=$VM1_UUID
+fi
+if [ -n "${NEED[cache]:-}" ] && [ -z "$CACHE_ERR" ]; then
+    inst_alloc cache
+    write_cache_conf cache >"${INST_CONF[cache]}"
+    if ! start_ironboot cache; then
+        CACHE_ERR=$START_ERR
+    else
+        use_ironboot cache
+        # driver_info holds only the two Glance images, as a bare UUID and as glance://UUID
+        if ib_step "create node vm-cache" node create --name vm-cache --mac "$MAC_CACHE" --boot-mode bios \
+            --deploy-kernel "$GC_KERNEL" --deploy-ramdisk "glance://$GC_RAMDISK" \
+            && CACHE_UUID=$(node_uuid vm-cache); then
+            say "node vm-cache = $CACHE_UUID, mac $MAC_CACHE: deploy_kernel=$GC_KERNEL deploy_ramdisk=glance://$GC_RAMDISK"
+        else
+            CACHE_ERR="cannot create node vm-cache (see $OUT/cli.log)"
+        fi
+    fi
+    [ -n "$CACHE_ERR" ] && say "the *-cache scenarios will FAIL: $CACHE_ERR"
 fi
 
 # ---------------------------------------------------------------- helpers for the runs
@@ -686,12 +905,15 @@ clean_serial() {  # raw -> text without ANSI sequences, CRs and backspaces
     sed -e 's/\x1b\[[0-9;?=]*[A-Za-z]//g' -e 's/\x1b[c78]//g' -e 's/\x1b[()][0-9A-Za-z]//g' "$1" | tr -d '\r\b'
 }
 
-VM_RC="" VM_WALL="" VM_END=""
+VM_RC="" VM_WALL="" VM_END="" VM_T_KERNEL="" VM_T_MARKER=""
 run_vm() {  # mode mac tag [stop-regex [grace-regex]]
     # -> VM_RC, VM_WALL, VM_END: exited (QEMU exited by itself), stopped (stop-regex
     # appeared on the serial port), grace-expired (LOCAL_GRACE s after grace-regex),
-    # gave-up (ironboot's script or the kernel gave up), timeout (VM_TIMEOUT)
-    local mode=$1 mac=$2 tag=$3 stop=${4:-} grace=${5:-} fw serial=$OUT/$3.serial.log t0 t seen="" text
+    # gave-up (ironboot's script or the kernel gave up), timeout (VM_TIMEOUT);
+    # VM_T_KERNEL, VM_T_MARKER: seconds from QEMU's start until the kernel's first console
+    # line ("Linux version") and BOOT-MARKER-OK showed up on the serial port ('' if never;
+    # polled every 0.25 s, and when QEMU exited before a poll saw them: its exit time)
+    local mode=$1 mac=$2 tag=$3 stop=${4:-} grace=${5:-} fw serial=$OUT/$3.serial.log t0 t seen="" text tk="" tm=""
     case "$mode" in
         bios) fw=(-machine "pc,accel=$ACCEL,graphics=off") ;;
         uefi) fw=(-machine "q35,accel=$ACCEL,graphics=off" -bios "$OVMF") ;;
@@ -710,6 +932,8 @@ run_vm() {  # mode mac tag [stop-regex [grace-regex]]
     while kill -0 "$QEMU_PID" 2>/dev/null; do
         t=$(now)
         text=$(clean_serial "$serial")
+        [ -z "$tk" ] && grep -Fq 'Linux version' <<<"$text" && tk=$t
+        [ -z "$tm" ] && grep -Fq BOOT-MARKER-OK <<<"$text" && tm=$t
         if [ -n "$stop" ] && grep -Eq -- "$stop" <<<"$text"; then VM_END=stopped; break; fi
         if [ -n "$grace" ] && [ -z "$seen" ] && grep -Eq -- "$grace" <<<"$text"; then seen=$t; fi
         if [ -n "$seen" ] && awk -v a="$seen" -v b="$t" -v m="$LOCAL_GRACE" 'BEGIN{exit !(b - a > m)}'; then
@@ -731,10 +955,21 @@ run_vm() {  # mode mac tag [stop-regex [grace-regex]]
         kill_pid "$QEMU_PID" qemu 5; VM_RC=killed
     fi
     QEMU_PID=""
-    VM_WALL=$(secs "$t0" "$(now)")
+    t=$(now)
+    VM_WALL=$(secs "$t0" "$t")
     clean_serial "$serial" >"$OUT/$tag.serial.txt"
-    TIMINGS+=("$(printf '%-16s %6ss  (%s, qemu rc %s)' "$tag" "$VM_WALL" "$VM_END" "$VM_RC")")
-    say "$tag: VM finished in ${VM_WALL}s ($VM_END)"
+    [ -z "$tk" ] && grep -Fq 'Linux version' "$OUT/$tag.serial.txt" && tk=$t
+    [ -z "$tm" ] && grep -Fq BOOT-MARKER-OK "$OUT/$tag.serial.txt" && tm=$t
+    VM_T_KERNEL="" VM_T_MARKER=""
+    [ -n "$tk" ] && VM_T_KERNEL=$(secs "$t0" "$tk")
+    [ -n "$tm" ] && VM_T_MARKER=$(secs "$t0" "$tm")
+    TIMINGS+=("$(printf '%-16s %6ss  (%s, qemu rc %s; kernel at %ss, marker at %ss)' "$tag" "$VM_WALL" \
+        "$VM_END" "$VM_RC" "${VM_T_KERNEL:--}" "${VM_T_MARKER:--}")")
+    if [ -n "${E2E_TIMING_FILE:-}" ]; then
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${tag%.r*}" "$ROUND" "$VM_END" "$VM_WALL" \
+            "${VM_T_KERNEL:--}" "${VM_T_MARKER:--}" "$tag" >>"$E2E_TIMING_FILE"
+    fi
+    say "$tag: VM finished in ${VM_WALL}s ($VM_END; kernel at ${VM_T_KERNEL:--}s, marker at ${VM_T_MARKER:--}s)"
 }
 
 SER="" CMDLINE=""
@@ -808,7 +1043,7 @@ prepare() {  # node boot-mode target [container/object the prepare HEAD-checks .
 
 # ---------------------------------------------------------------- scenarios
 sc_deploy() {  # mode
-    local mode=$1 tag=$1-deploy off
+    local mode=$1 tag=$1-deploy$RSUF off
     begin "$tag"
     prepare vm1 "$mode" deploy "$CONT/deploy/vmlinuz" "$CONT/deploy/initrd.img" || return
     off=$(log_size); metrics_snapshot M0
@@ -822,7 +1057,7 @@ sc_deploy() {  # mode
 }
 
 sc_fallback() {  # mode
-    local mode=$1 tag=$1-fallback off
+    local mode=$1 tag=$1-fallback$RSUF off
     begin "$tag"
     off=$(log_size); metrics_snapshot M0
     say "booting $mode VM, unknown mac $MAC_UNKNOWN"
@@ -840,7 +1075,7 @@ sc_fallback() {  # mode
 }
 
 sc_instance() {  # mode
-    local mode=$1 tag=$1-instance off
+    local mode=$1 tag=$1-instance$RSUF off
     begin "$tag"
     prepare vm1 "$mode" instance "$CONT/instance/vmlinuz" "$CONT/instance/initrd.img" || return
     off=$(log_size); metrics_snapshot M0
@@ -857,7 +1092,7 @@ sc_instance() {  # mode
 }
 
 sc_local() {  # mode
-    local mode=$1 tag=$1-local off stop what
+    local mode=$1 tag=$1-local$RSUF off stop what
     begin "$tag"
     prepare vm1 "$mode" local || return
     off=$(log_size); metrics_snapshot M0
@@ -889,13 +1124,14 @@ sc_local() {  # mode
 }
 
 # Glance images: stored by Glance in Swift, booted by iPXE straight from Swift
-node_has_only_glance_refs() {  # driver_info is the two Glance refs and nothing else
-    ib node show vm-glance --json | python3 -c 'import json, sys
+node_has_only_glance_refs() {  # node kernel-id ramdisk-id: driver_info is the two Glance refs
+    # (deploy_kernel=<id>, deploy_ramdisk=glance://<id>) and nothing else
+    ib node show "$1" --json | python3 -c 'import json, sys
 n = json.load(sys.stdin)
 di, ii = n.get("driver_info") or {}, n.get("instance_info") or {}
-print("  INFO vm-glance driver_info %s, instance_info %s" % (json.dumps(di, sort_keys=True), json.dumps(ii, sort_keys=True)))
-want = {"deploy_kernel": sys.argv[1], "deploy_ramdisk": "glance://" + sys.argv[2]}
-sys.exit(0 if di == want and "kernel" not in ii and "ramdisk" not in ii else 1)' "$GL_KERNEL" "$GL_RAMDISK" \
+print("  INFO %s driver_info %s, instance_info %s" % (sys.argv[1], json.dumps(di, sort_keys=True), json.dumps(ii, sort_keys=True)))
+want = {"deploy_kernel": sys.argv[2], "deploy_ramdisk": "glance://" + sys.argv[3]}
+sys.exit(0 if di == want and "kernel" not in ii and "ramdisk" not in ii else 1)' "$@" \
         | tee -a "$OUT/checks.txt"
 }
 SEG_MANIFEST="" SEG_LEN="" SEG_N=0 SEG_BYTES=0
@@ -943,14 +1179,14 @@ only_scripts_served() {  # before-file after-file: each boot-listener request si
 }
 
 sc_glance() {  # mode
-    local mode=$1 tag=$1-glance off id o line sent tx n b ok
+    local mode=$1 tag=$1-glance$RSUF off id o line sent tx n b ok
     begin "$tag"
     if [ -n "$GLANCE_ERR" ]; then
         fail "Glance images: $GLANCE_ERR"
         return
     fi
     check "node vm-glance: driver_info is only deploy_kernel=$GL_KERNEL and deploy_ramdisk=glance://$GL_RAMDISK" \
-        node_has_only_glance_refs
+        node_has_only_glance_refs vm-glance "$GL_KERNEL" "$GL_RAMDISK"
     for id in "$GL_KERNEL" "$GL_RAMDISK"; do
         glance_object "$id"
         ok=0
@@ -987,27 +1223,234 @@ sc_glance() {  # mode
     check_renders 1 1 - -
 }
 
+# Swift mode with [ipxe] tempurl_redirect: the script names ironboot, which answers 302
+script_points_at_ironboot() {  # uuid: the node's script takes both images from
+    # http://10.0.2.2:$BOOT_PORT/<uuid>/deploy_kernel|deploy_ramdisk: no signature, no Swift URL
+    local f=$OUT/$CUR.node.ipxe base
+    base=$(re_escape "http://10.0.2.2:$BOOT_PORT/$1")
+    grep -Eq "^kernel --name deploy_kernel( --timeout [0-9]+)? $base/deploy_kernel " "$f" \
+        && grep -Eq "^initrd --name deploy_ramdisk( --timeout [0-9]+)? $base/deploy_ramdisk( |\$)" "$f" \
+        && ! grep -q "10\.0\.2\.2:$SWIFT_PORT" "$f"
+}
+REDIRECT_EXPIRES=""
+redirect_answer() {  # label container/object: a GET (not followed) of /<uuid>/<label> on the boot
+    # listener is a 302, Cache-Control no-store, to a TempURL of the object signed now
+    local hdrs st loc cc re t
+    t=$(date +%s)
+    hdrs=$(curl -s -m 10 -o /dev/null -D - "http://127.0.0.1:$BOOT_PORT/$REDIRECT_UUID/$1" | tr -d '\r')
+    st=$(awk 'NR == 1 {print $2}' <<<"$hdrs")
+    loc=$(awk -F': ' 'tolower($1) == "location" {print $2}' <<<"$hdrs")
+    cc=$(awk -F': ' 'tolower($1) == "cache-control" {print $2}' <<<"$hdrs")
+    echo "  INFO GET /$REDIRECT_UUID/$1 -> $st, Location: $loc, Cache-Control: $cc" | tee -a "$OUT/checks.txt"
+    re="^$(re_escape "http://10.0.2.2:$SWIFT_PORT/v1/$SWIFT_ACCOUNT/$2")\\?temp_url_sig=[0-9a-f]+&temp_url_expires=([0-9]+)\$"
+    [ "$st" = 302 ] && [ "$cc" = no-store ] && [[ $loc =~ $re ]] || return 1
+    REDIRECT_EXPIRES=${BASH_REMATCH[1]}
+    # [glance] swift_temp_url_duration (1200 s) from the moment of the request
+    [ "$REDIRECT_EXPIRES" -ge $((t + 1200)) ] && [ "$REDIRECT_EXPIRES" -le $(($(date +%s) + 1200)) ]
+}
+metric_tempurls() {  # ironboot_tempurls_minted_total of the current instance
+    curl -s -m 5 "$IRONBOOT_URL/metrics" | awk '/^ironboot_tempurls_minted_total / { v = $NF } END { print v + 0 }'
+}
+boot_served() {  # before-file after-file image-status image-count: since before, the boot
+    # listener answered /boot.ipxe and /pxelinux.cfg/{mac} (200), exactly image-count
+    # requests of /{node}/{label} with image-status, and nothing else
+    awk -v st="$3" -v want="$4" 'NR == FNR { b[$1 " " $2] = $3; next } $3 - b[$1 " " $2] > 0 {
+            d = $3 - b[$1 " " $2]; printf "  INFO boot listener: %s %s +%d\n", $1, $2, d
+            if ($1 == "/boot.ipxe" && $2 == 200) m = 1
+            else if ($1 == "/pxelinux.cfg/{mac}" && $2 == 200) n = 1
+            else if ($1 == "/{node}/{label}" && $2 == st) i = d
+            else bad = 1 }
+         END { exit !(m && n && i == want && !bad) }' "$1" "$2" | tee -a "$OUT/checks.txt"
+}
+
+sc_redirect() {  # mode
+    local mode=$1 tag=$1-redirect$RSUF off t0 t1 o
+    begin "$tag"
+    prepare vm1 "$mode" deploy "$CONT/deploy/vmlinuz" "$CONT/deploy/initrd.img" || return
+    check "the node's script takes deploy_kernel and deploy_ramdisk from ironboot (http://10.0.2.2:$BOOT_PORT/$REDIRECT_UUID/<label>), nothing from Swift" \
+        script_points_at_ironboot "$REDIRECT_UUID"
+    check "the node's script holds no signature (no temp_url_sig)" not_in_file temp_url_sig "$OUT/$CUR.node.ipxe"
+    check "GET /$REDIRECT_UUID/deploy_kernel: 302, no-store, to a TempURL of $CONT/deploy/vmlinuz signed now (expires = now + 1200 s)" \
+        redirect_answer deploy_kernel "$CONT/deploy/vmlinuz"
+    check "GET /$REDIRECT_UUID/deploy_ramdisk: 302, no-store, to a TempURL of $CONT/deploy/initrd.img signed now" \
+        redirect_answer deploy_ramdisk "$CONT/deploy/initrd.img"
+    off=$(log_size); metrics_snapshot M0; boot_requests >"$OUT/build/$tag.boot0"; t0=$(metric_tempurls)
+    say "booting $mode VM, mac $MAC (redirect mode)"
+    run_vm "$mode" "$MAC" "$tag"
+    SER=$(cat "$OUT/$tag.serial.txt")
+    check_linux_boot deploy deploy_kernel deploy_ramdisk "$off" "$MAC" "$CONT/deploy/vmlinuz" "$CONT/deploy/initrd.img"
+    check "cmdline has [pxe] kernel_append_params (ironboot_e2e=$NONCE)" cmdline_has "ironboot_e2e=$NONCE"
+    check "serial: iPXE asked ironboot for http://10.0.2.2:$BOOT_PORT/$REDIRECT_UUID/deploy_kernel" \
+        serial_has "http://10.0.2.2:$BOOT_PORT/$REDIRECT_UUID/deploy_kernel"
+    boot_requests >"$OUT/build/$tag.boot1"; t1=$(metric_tempurls)
+    check "ironboot's boot listener answered the scripts (200) and the two image paths with 302 (ironboot_http_requests_total{listener=boot,route=/{node}/{label},status=302} +2), nothing else" \
+        boot_served "$OUT/build/$tag.boot0" "$OUT/build/$tag.boot1" 302 2
+    check "ironboot signed one TempURL per redirect, none for the script (ironboot_tempurls_minted_total +$((t1 - t0)), want 2)" \
+        test "$((t1 - t0))" = 2
+    for o in "$CONT/deploy/vmlinuz" "$CONT/deploy/initrd.img"; do
+        [ -n "${GOT_LINE[$o]:-}" ] || continue
+        check "iPXE's GET of $o carried a signature made at the boot, not the one curl got before (temp_url_expires > $REDIRECT_EXPIRES or equal within the same second)" \
+            expires_not_before "${GOT_LINE[$o]}" "$REDIRECT_EXPIRES"
+    done
+    check_renders 1 1 - -
+}
+not_in_file() { ! grep -Fq -- "$1" "$2"; }
+expires_not_before() {  # proxy-log-line expires: the line's temp_url_expires >= expires
+    local e
+    e=$(grep -oE 'temp_url_expires%3D[0-9]+' <<<"$1" | head -n1 | sed 's/.*%3D//')
+    [ -n "$e" ] && [ "$e" -ge "$2" ]
+}
+
+# Cache mode: Glance (file store) -> ironboot's master cache -> ironboot's boot listener
+CACHE_STATE="" CACHE_NODE_JSON=""
+prepare_cached() {  # mode: boot mode, then prepare target deploy and follow the node until it
+    # is no longer preparing: `ironboot node boot --wait` when the binary has it, else
+    # PUT /v1/nodes/<uuid>/boot (202, preparing) and GET /v1/nodes/<uuid> every 0.2 s
+    local mode=$1 st state target i t0 err rc
+    ib_step "set boot mode $mode" node update vm-cache --boot-mode "$mode" || return 1
+    t0=$(now)
+    if [ "$HAS_WAIT" = 1 ]; then
+        echo "\$ ironboot node boot vm-cache --target deploy --wait --json  # cache mode" >>"$OUT/cli.log"
+        ib node boot vm-cache --target deploy --wait --json >"$OUT/build/node.json" 2>"$OUT/$CUR.wait.log"
+        rc=$?
+        echo "  INFO --wait's last progress line: $(tr '\r' '\n' <"$OUT/$CUR.wait.log" | grep . | tail -n 1)" | tee -a "$OUT/checks.txt"
+        check "\`ironboot node boot vm-cache --target deploy --wait\` exited 0 after $(secs "$t0" "$(now)")s (rc $rc)" \
+            test "$rc" = 0 || { tail -n 5 "$OUT/$CUR.wait.log"; return 1; }
+    else
+        st=$(curl -s -m 60 -o "$OUT/build/put.json" -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
+            -d '{"target": "deploy"}' "$IRONBOOT_URL/v1/nodes/$CACHE_UUID/boot")
+        state=$(json_field state <"$OUT/build/put.json")
+        check "PUT /v1/nodes/$CACHE_UUID/boot {\"target\": \"deploy\"} answered 202 with state preparing (got $st, ${state:-?})" \
+            test "$st:$state" = 202:preparing || { head -c 400 "$OUT/build/put.json"; echo; return 1; }
+        for i in $(seq 1 600); do   # up to 120 s
+            curl -s -m 5 -o "$OUT/build/node.json" "$IRONBOOT_URL/v1/nodes/$CACHE_UUID"
+            state=$(json_field state <"$OUT/build/node.json")
+            [ "$state" = preparing ] || break
+            [ "$i" = 1 ] && echo "  INFO while preparing: progress $(python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin).get("progress")))' <"$OUT/build/node.json")" \
+                | tee -a "$OUT/checks.txt"
+            sleep 0.2
+        done
+    fi
+    state=$(json_field state <"$OUT/build/node.json")
+    target=$(json_field target <"$OUT/build/node.json")
+    err=$(json_field last_error <"$OUT/build/node.json")
+    check "the node left preparing after $(secs "$t0" "$(now)")s: state ready, target deploy (state ${state:-?}, target ${target:-?}${err:+, last_error: $err})" \
+        test "$state:$target" = ready:deploy || return 1
+    ib node ipxe vm-cache >"$OUT/$CUR.node.ipxe" 2>&1
+}
+master_has() {  # image-id source-file: the master cache holds the image, byte for byte
+    local f=$CACHE_STATE/master_images/$1
+    [ -f "$f" ] && cmp -s "$f" "$2"
+}
+linked_from_master() {  # label image-id: http_root/<uuid>/<label> is the master file's inode,
+    # which has exactly 2 links (the master and the node's file)
+    local f=$CACHE_STATE/httpboot/$CACHE_UUID/$1 m=$CACHE_STATE/master_images/$2
+    echo "  INFO $(stat -c '%n: inode %i, %h links, %s bytes' "$f" "$m" 2>&1 | tr '\n' ';')" | tee -a "$OUT/checks.txt"
+    [ "$(stat -c %h "$f" 2>/dev/null)" = 2 ] && [ "$(stat -c %i "$f" 2>/dev/null)" = "$(stat -c %i "$m" 2>/dev/null)" ]
+}
+no_swift_request_of() {  # offset id...: no proxy log line since offset names one of the ids,
+    # and no iPXE request of this run's container
+    local off=$1 id; shift
+    for id in "$@"; do
+        log_since "$off" | grep -Fq -- "$id" && return 1
+    done
+    ! log_since "$off" | grep -F -- " iPXE/" | grep -Fq -- "/v1/$SWIFT_ACCOUNT/$CONT/"
+}
+
+sc_cache() {  # mode
+    local mode=$1 tag=$1-cache$RSUF off label id src
+    begin "$tag"
+    if [ -n "$CACHE_ERR" ]; then
+        fail "cache mode: $CACHE_ERR"
+        return
+    fi
+    CACHE_STATE=${INST_STATE[cache]}
+    check "node vm-cache: driver_info is only deploy_kernel=$GC_KERNEL and deploy_ramdisk=glance://$GC_RAMDISK" \
+        node_has_only_glance_refs vm-cache "$GC_KERNEL" "$GC_RAMDISK"
+    prepare_cached "$mode" || return
+    for label in deploy_kernel deploy_ramdisk; do
+        if [ "$label" = deploy_kernel ]; then id=$GC_KERNEL src=$CACHE/vmlinuz; else id=$GC_RAMDISK src=$OUT/build/deploy-initrd.img; fi
+        check "master cache: $CACHE_STATE/master_images/$id is image $id byte for byte ($(stat -c %s "$src") bytes)" \
+            master_has "$id" "$src"
+        check "http_root/$CACHE_UUID/$label is a hardlink of master_images/$id (same inode, link count 2)" \
+            linked_from_master "$label" "$id"
+    done
+    if [ "$HAS_CACHE_LIST" = 1 ]; then
+        check "\`ironboot cache list --json\` (cache-mode config) lists $GC_KERNEL and $GC_RAMDISK with their sizes, each linked by one node (links 1)" \
+            cache_list_has "$GC_KERNEL" "$(stat -c %s "$CACHE/vmlinuz")" "$GC_RAMDISK" "$(stat -c %s "$OUT/build/deploy-initrd.img")"
+    else
+        echo "  INFO \`ironboot cache list\` is not in this binary: the master directory was read with stat/cmp" | tee -a "$OUT/checks.txt"
+    fi
+    check "the node's script takes deploy_kernel and deploy_ramdisk from ironboot (http://10.0.2.2:$BOOT_PORT/$CACHE_UUID/<label>), no TempURL, nothing from Swift" \
+        script_points_at_ironboot "$CACHE_UUID"
+    check "the node's script holds no signature (no temp_url_sig)" not_in_file temp_url_sig "$OUT/$CUR.node.ipxe"
+    off=$(log_size); metrics_snapshot M0; boot_requests >"$OUT/build/$tag.boot0"
+    say "booting $mode VM, mac $MAC_CACHE (cache mode)"
+    run_vm "$mode" "$MAC_CACHE" "$tag"
+    SER=$(cat "$OUT/$tag.serial.txt")
+    check_linux_boot deploy deploy_kernel deploy_ramdisk "$off" "$MAC_CACHE"
+    check "cmdline has [pxe] kernel_append_params (ironboot_e2e=$NONCE)" cmdline_has "ironboot_e2e=$NONCE"
+    check "serial: iPXE fetched http://10.0.2.2:$BOOT_PORT/$CACHE_UUID/deploy_kernel and .../deploy_ramdisk" \
+        serial_has_both "http://10.0.2.2:$BOOT_PORT/$CACHE_UUID/deploy_kernel" "http://10.0.2.2:$BOOT_PORT/$CACHE_UUID/deploy_ramdisk"
+    boot_requests >"$OUT/build/$tag.boot1"
+    check "ironboot's boot listener served the scripts and the two images, 200 (ironboot_http_requests_total{listener=boot,route=/{node}/{label},status=200} +2), nothing else" \
+        boot_served "$OUT/build/$tag.boot0" "$OUT/build/$tag.boot1" 200 2
+    check "Swift's proxy log: no request of image $GC_KERNEL or $GC_RAMDISK, no iPXE GET of $CONT/* during the boot" \
+        no_swift_request_of "$off" "$GC_KERNEL" "$GC_RAMDISK"
+    check_renders 1 1 - -
+}
+serial_has_both() {  # text text: the URLs as iPXE printed them (cut at 80 columns: prefixes)
+    grep -Fq -- "${1:0:78}" <<<"$SER" && grep -Fq -- "${2:0:78}" <<<"$SER"
+}
+cache_list_has() {  # id size id size: `ironboot cache list --json` has both, each with links 1
+    # (its "links" counts the nodes' names besides the master's own)
+    IRONBOOT_CONFIG=${INST_CONF[cache]} "$IB" --log warn cache list --json >"$OUT/build/cache-list.json" 2>>"$OUT/cli.log" || return 1
+    python3 -c 'import json, sys
+e = {x["key"]: x for x in json.load(open(sys.argv[1]))["entries"]}
+for k, v in e.items():
+    print("  INFO cache list: %s %s bytes, %s links, source %s" % (k, v.get("size"), v.get("links"), v.get("source")))
+ok = all(k in e and e[k].get("size") == int(n) and e[k].get("links") == 1 for k, n in zip(sys.argv[2::2], sys.argv[3::2]))
+sys.exit(0 if ok else 1)' "$OUT/build/cache-list.json" "$@" | tee -a "$OUT/checks.txt"
+}
+
 # ---------------------------------------------------------------- main
+# `ironboot cache list` and `node boot --wait` are used when the binary has them
+HAS_CACHE_LIST=0 HAS_WAIT=0
+"$IB" cache list --help >/dev/null 2>&1 && HAS_CACHE_LIST=1
+"$IB" node boot --help 2>/dev/null | grep -q -- '--wait' && HAS_WAIT=1
+REPEAT=${E2E_REPEAT:-1}
+[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "E2E_REPEAT must be a positive integer, got '$REPEAT'"
 say "ironboot $("$IB" --version 2>/dev/null | awk '{print $NF}'), iPXE $(dpkg-query -W -f='${Version}' ipxe-qemu 2>/dev/null), qemu $(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null), kernel $(cat "$CACHE/vmlinuz.pkg" 2>/dev/null || echo '?'), accel $ACCEL, nic $NIC"
-for sc in $SCENARIOS; do
-    case "$sc" in
-        bios-deploy|uefi-deploy) sc_deploy "${sc%%-*}" ;;
-        bios-fallback|uefi-fallback) sc_fallback "${sc%%-*}" ;;
-        bios-instance|uefi-instance) sc_instance "${sc%%-*}" ;;
-        bios-local|uefi-local) sc_local "${sc%%-*}" ;;
-        bios-glance|uefi-glance) sc_glance "${sc%%-*}" ;;
-        *) die "unknown scenario '$sc' in E2E_SCENARIOS" ;;
-    esac
+ROUND=1 RSUF=""
+for ((ROUND = 1; ROUND <= REPEAT; ROUND++)); do
+    RSUF=""; [ "$ROUND" = 1 ] || RSUF=.r$ROUND   # tags (log file names) of later rounds
+    for sc in $SCENARIOS; do
+        use_ironboot "$(instance_of "$sc")"
+        case "$sc" in
+            bios-deploy|uefi-deploy) sc_deploy "${sc%%-*}" ;;
+            bios-fallback|uefi-fallback) sc_fallback "${sc%%-*}" ;;
+            bios-instance|uefi-instance) sc_instance "${sc%%-*}" ;;
+            bios-local|uefi-local) sc_local "${sc%%-*}" ;;
+            bios-glance|uefi-glance) sc_glance "${sc%%-*}" ;;
+            bios-redirect|uefi-redirect) sc_redirect "${sc%%-*}" ;;
+            bios-cache|uefi-cache) sc_cache "${sc%%-*}" ;;
+        esac
+    done
 done
 CUR=totals
 begin totals
-check "ironboot still running" kill -0 "$IB_PID"
-curl -s -m 5 "$IRONBOOT_URL/metrics" | grep '^ironboot_\(script_renders\|tempurls_minted\|boot_prepares\|errors\)_total' \
-    | sed 's/^/  INFO /' | tee -a "$OUT/checks.txt"
-check "ironboot answered /boot.ipxe (renders kind=master > 0)" test "$(metric master ok)" -gt 0
-check "ironboot answered /pxelinux.cfg/<mac> (renders kind=node,result=ok > 0)" test "$(metric node ok)" -gt 0
-# stop ironboot now, so its log ends with a clean shutdown
-kill_pid "$IB_PID" ironboot 10; IB_PID=""
-check "ironboot exited 0 on SIGTERM (rc $WAIT_RC)" test "$WAIT_RC" = 0
+for inst in "${IB_NAMES[@]}"; do
+    use_ironboot "$inst"
+    check "ironboot ($inst mode) still running" kill -0 "${INST_PID[$inst]}"
+    curl -s -m 5 "$IRONBOOT_URL/metrics" | grep '^ironboot_\(script_renders\|tempurls_minted\|boot_prepares\|errors\)_total' \
+        | sed "s/^/  INFO $inst: /" | tee -a "$OUT/checks.txt"
+    check "ironboot ($inst mode) answered /boot.ipxe (renders kind=master > 0)" test "$(metric master ok)" -gt 0
+    check "ironboot ($inst mode) answered /pxelinux.cfg/<mac> (renders kind=node,result=ok > 0)" test "$(metric node ok)" -gt 0
+done
+# stop ironboot now, so that its log ends with a clean shutdown
+for inst in "${IB_NAMES[@]}"; do
+    kill_pid "${INST_PID[$inst]}" "ironboot ($inst)" 10; INST_PID[$inst]=""
+    check "ironboot ($inst mode) exited 0 on SIGTERM (rc $WAIT_RC)" test "$WAIT_RC" = 0
+done
 [ "$NFAIL" = 0 ] || exit 1
 exit 0

@@ -29,7 +29,7 @@
 #   test           cargo test --all-targets        (needs swift-start and pg-start; runs
 #                  when glance-start failed, whose tests then fail)
 #   e2e            scripts/e2e-ipxe.sh           (needs swift-start and pg-start; its
-#                  *-glance scenarios need glance-start and fail without it);
+#                  *-glance and *-cache scenarios need glance-start and fail without it);
 #                  missing or not executable: NOT RUN, a failure
 # Every service it started is stopped again, by PID, on exit, failure, Ctrl-C or
 # SIGTERM.  Exit status: 0 only when every phase passed or was skipped on request
