@@ -83,6 +83,12 @@ pub trait Origin: Send + Sync + fmt::Debug {
     /// origin may answer [`Opened::NotModified`] when they are still current; without it
     /// it must answer with the bytes.
     fn open<'a>(&'a self, known: Option<&'a Validator>) -> OpenFuture<'a>;
+
+    /// Whether the expected digest alone identifies the bytes (an active Glance image's
+    /// data never changes): a master with that digest is used without asking the origin.
+    fn immutable(&self) -> bool {
+        false
+    }
 }
 
 /// The URL without user info, query or fragment: what messages may say about it.
@@ -136,6 +142,7 @@ pub struct HttpOrigin {
     headers: HeaderMap,
     description: String,
     read_timeout: Option<Duration>,
+    immutable: bool,
 }
 
 impl fmt::Debug for HttpOrigin {
@@ -186,7 +193,14 @@ impl HttpOrigin {
             headers: HeaderMap::new(),
             description,
             read_timeout,
+            immutable: false,
         })
+    }
+
+    /// Marks the origin's bytes as identified by their digest (see [`Origin::immutable`]).
+    pub fn immutable(mut self) -> HttpOrigin {
+        self.immutable = true;
+        self
     }
 
     /// Adds a header to every request (e.g. Glance's `X-Auth-Token`). The value is marked
@@ -226,6 +240,10 @@ fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
 impl Origin for HttpOrigin {
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn immutable(&self) -> bool {
+        self.immutable
     }
 
     fn open<'a>(&'a self, known: Option<&'a Validator>) -> OpenFuture<'a> {

@@ -284,8 +284,9 @@ async fn origin(
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| CliError::Runtime(format!("cannot build the HTTP client: {e}")))?;
-            let mut origin =
-                HttpOrigin::new(http, &url, Some(READ_TIMEOUT)).map_err(|e| cache_error(&e))?;
+            let mut origin = HttpOrigin::new(http, &url, Some(READ_TIMEOUT))
+                .map_err(|e| cache_error(&e))?
+                .immutable();
             if let Some(t) = token {
                 origin = origin.header(reqwest::header::HeaderName::from_static("x-auth-token"), t);
             }

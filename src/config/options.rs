@@ -303,10 +303,11 @@ options! {
         /// swift_container; N (1-32) appends "_" and the first N characters of the image id.
         swift_store_multiple_containers_seed: u8 = "0",
             check |n: &u8| if *n <= 32 { Ok(()) } else { Err("must be between 0 and 32 (0 = single container); it must match Glance's setting".into()) };
-        /// How ironboot authenticates to Glance to read image metadata (keystoneauth's
-        /// auth_type): password (a Keystone v3 user and project) or none (no Keystone:
-        /// Glance at endpoint_override). Unset: glance://UUID and bare UUID references are
-        /// not served. Needs [ipxe] use_swift = true.
+        /// How ironboot authenticates to Glance (keystoneauth's auth_type): password (a
+        /// Keystone v3 user and project) or none (no Keystone: Glance at endpoint_override).
+        /// Swift mode reads image metadata and signs TempURLs to Glance's objects; cache
+        /// mode downloads the images through Glance's API. Unset: glance://UUID and bare
+        /// UUID references are not served.
         auth_type: Option<GlanceAuthType> = UNSET;
         /// Keystone URL, with its version (http://keystone:5000/v3) or without
         /// (http://keystone:5000: the v3 API is found by version discovery).

@@ -110,9 +110,11 @@ impl CachedSource {
                     .file_request(&id)
                     .await
                     .map_err(|e| glance(field, e))?;
+                // an active image's data never changes: its os_hash names it
                 let mut origin =
                     HttpOrigin::new(self.no_redirects.clone(), &url, Some(READ_TIMEOUT))
-                        .map_err(|e| Self::cache_error(field, e))?;
+                        .map_err(|e| Self::cache_error(field, e))?
+                        .immutable();
                 if let Some(t) = token {
                     origin =
                         origin.header(reqwest::header::HeaderName::from_static("x-auth-token"), t);

@@ -264,6 +264,7 @@ async fn glance_file_store_images_are_cached_verified_and_a_corrupt_one_is_refus
     let initrd = b"an initrd".repeat(500);
     let kid = file_env.image_with(&token, &kernel, json!({})).await;
     let rid = file_env.image_with(&token, &initrd, json!({})).await;
+    let proxy = crate::support::proxy::Proxy::start(&env.file_glance_url, None).await;
     let conf = format!(
         "[pxe]\nhttp_passthrough = false\n[deploy]\nhttp_url = {HTTP_URL}\n[glance]\nauth_type = password\n\
          auth_url = {}\nusername = {}\npassword = {}\nproject_name = {}\nregion_name = {}\n\
@@ -273,7 +274,7 @@ async fn glance_file_store_images_are_cached_verified_and_a_corrupt_one_is_refus
         env.service.password,
         env.service.project,
         env.region,
-        env.file_glance_url
+        proxy.url
     );
     let s = TestServer::start(Db::Sqlite, &conf).await;
     let (uuid, _) = node(
@@ -294,6 +295,18 @@ async fn glance_file_store_images_are_cached_verified_and_a_corrupt_one_is_refus
         std::fs::read(s.http_root().join(&uuid).join("deploy_kernel")).unwrap(),
         kernel
     );
+    assert_eq!(proxy.count("GET", "/file"), 2, "one download per image");
+
+    // regression: every prepare downloaded a cached Glance image again (Glance's answer has
+    // no validator); an active image's os_hash names its bytes, so the master is used
+    let (again, _) = node(
+        &s,
+        json!({"deploy_kernel": kid, "deploy_ramdisk": format!("glance://{rid}")}),
+    )
+    .await;
+    s.set_target(&again, "deploy").await;
+    assert_eq!(settled(&s, &again).await["state"], "ready");
+    assert_eq!(proxy.count("GET", "/file"), 2, "no second download");
 
     // the same image corrupted in Glance's store: the checksum refuses it
     let bad = file_env.image_with(&token, &kernel, json!({})).await;
