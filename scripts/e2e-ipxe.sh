@@ -62,6 +62,8 @@
 #                  password, endpoint_override).  The prepare: PUT /v1/nodes/<uuid>/boot
 #                  answers 202 with state preparing and GET /v1/nodes/<uuid> is polled until
 #                  ready (or `ironboot node boot --wait` exits 0, when the binary has it);
+#                  the file-store Glance's request log ($GLANCE_AIO_DIR/file/log/wsgi.log,
+#                  when there is one) shows one GET /v2/images/<id>/file of each image;
 #                  then master_images/<glance id> holds each image byte for byte (and
 #                  `ironboot cache list --json` lists them, each linked by one node, when the
 #                  binary has it), http_root/<uuid>/deploy_kernel|deploy_ramdisk are
@@ -73,7 +75,8 @@
 #                  scripts, and Swift's proxy log names neither image and has no iPXE GET of
 #                  this run's container
 #   uefi-cache     the same after `node update vm-cache --boot-mode uefi` (a new prepare;
-#                  the images are already in the master cache)
+#                  the images are already in the master cache: how often Glance served
+#                  them again during it is only reported, INFO)
 #   (bios-deploy, uefi-deploy, bios-instance, *-glance and *-redirect first check that
 #   `ironboot node boot` HEAD-checked the two objects through TempURLs: HEAD lines in
 #   Swift's proxy log)
@@ -1358,7 +1361,7 @@ no_swift_request_of() {  # offset id...: no proxy log line since offset names on
 }
 
 sc_cache() {  # mode
-    local mode=$1 tag=$1-cache$RSUF off label id src
+    local mode=$1 tag=$1-cache$RSUF off label id src had goff
     begin "$tag"
     if [ -n "$CACHE_ERR" ]; then
         fail "cache mode: $CACHE_ERR"
@@ -1367,7 +1370,11 @@ sc_cache() {  # mode
     CACHE_STATE=${INST_STATE[cache]}
     check "node vm-cache: driver_info is only deploy_kernel=$GC_KERNEL and deploy_ramdisk=glance://$GC_RAMDISK" \
         node_has_only_glance_refs vm-cache "$GC_KERNEL" "$GC_RAMDISK"
+    had=0
+    [ -f "$CACHE_STATE/master_images/$GC_KERNEL" ] && [ -f "$CACHE_STATE/master_images/$GC_RAMDISK" ] && had=1
+    goff=$(stat -c %s "$GLANCE_FILE_LOG" 2>/dev/null || echo 0)
     prepare_cached "$mode" || return
+    check_glance_downloads "$goff" "$had"
     for label in deploy_kernel deploy_ramdisk; do
         if [ "$label" = deploy_kernel ]; then id=$GC_KERNEL src=$CACHE/vmlinuz; else id=$GC_RAMDISK src=$OUT/build/deploy-initrd.img; fi
         check "master cache: $CACHE_STATE/master_images/$id is image $id byte for byte ($(stat -c %s "$src") bytes)" \
@@ -1398,6 +1405,34 @@ sc_cache() {  # mode
     check "Swift's proxy log: no request of image $GC_KERNEL or $GC_RAMDISK, no iPXE GET of $CONT/* during the boot" \
         no_swift_request_of "$off" "$GC_KERNEL" "$GC_RAMDISK"
     check_renders 1 1 - -
+}
+GLANCE_FILE_LOG=""   # the file-store Glance's uWSGI request log, when scripts/glance-aio.sh runs it
+[ -n "${GLANCE_AIO_DIR:-}" ] && [ -f "$GLANCE_AIO_DIR/file/log/wsgi.log" ] && GLANCE_FILE_LOG=$GLANCE_AIO_DIR/file/log/wsgi.log
+glance_downloads() {  # offset id: GETs of /v2/images/<id>/file in GLANCE_FILE_LOG since offset
+    tail -c +"$(( $1 + 1 ))" "$GLANCE_FILE_LOG" 2>/dev/null | grep -c -F -- " GET /v2/images/$2/file "
+}
+check_glance_downloads() {  # offset had-before: how often ironboot downloaded each image
+    # from the file-store Glance during the prepare (its request log; polled up to 2 s)
+    local off=$1 had=$2 nk=0 nr=0 i
+    if [ -z "$GLANCE_FILE_LOG" ]; then
+        echo "  INFO the file-store Glance's request log was not found (\$GLANCE_AIO_DIR/file/log/wsgi.log): downloads not counted" \
+            | tee -a "$OUT/checks.txt"
+        return 0
+    fi
+    for i in $(seq 1 10); do
+        nk=$(glance_downloads "$off" "$GC_KERNEL"); nr=$(glance_downloads "$off" "$GC_RAMDISK")
+        [ "$nk" -ge 1 ] && [ "$nr" -ge 1 ] && break
+        sleep 0.2
+    done
+    if [ "$had" = 1 ]; then
+        # Glance answers /file with no ETag or Last-Modified, so the cache's conditional
+        # revalidation cannot get a 304: every prepare downloads the image again
+        echo "  INFO the master cache already held both images; during this prepare Glance still served GET /v2/images/<id>/file $nk time(s) for the kernel, $nr for the ramdisk (0 = no new download)" \
+            | tee -a "$OUT/checks.txt"
+    else
+        check "ironboot downloaded each image from the file-store Glance's API once (GET /v2/images/<id>/file in its request log: kernel $nk, ramdisk $nr)" \
+            test "$nk:$nr" = 1:1
+    fi
 }
 serial_has_both() {  # text text: the URLs as iPXE printed them (cut at 80 columns: prefixes)
     grep -Fq -- "${1:0:78}" <<<"$SER" && grep -Fq -- "${2:0:78}" <<<"$SER"
