@@ -46,8 +46,39 @@ struct ServerState {
     conditional: AtomicUsize,
     /// 304 answers.
     not_modified: AtomicUsize,
-    /// Wait before answering, in ms.
-    delay_ms: AtomicUsize,
+    /// Held (written) by a test, answers wait until it lets go.
+    gate: tokio::sync::RwLock<()>,
+}
+
+/// Polls `ready` every 10 ms; fails after 10 s with `what`.
+async fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether this process waits for a `flock` of `path` (a `->` line of /proc/locks).
+fn flock_waiter(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = fs::metadata(path).map(|m| m.ino().to_string()) else {
+        return false;
+    };
+    let pid = std::process::id().to_string();
+    fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.get(1) == Some(&"->")
+                && w.get(2) == Some(&"FLOCK")
+                && w.get(5) == Some(&pid.as_str())
+                && w.get(6).and_then(|d| d.rsplit(':').next()) == Some(ino.as_str())
+        })
 }
 
 struct Server {
@@ -98,8 +129,9 @@ impl Server {
         self.state.gets.load(Ordering::SeqCst)
     }
 
-    fn delay(&self, ms: usize) {
-        self.state.delay_ms.store(ms, Ordering::SeqCst);
+    /// Holds every answer until the guard is dropped.
+    async fn close_gate(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.state.gate.write().await
     }
 }
 
@@ -116,8 +148,7 @@ async fn serve(
     if inm.is_some() {
         st.conditional.fetch_add(1, Ordering::SeqCst);
     }
-    let delay = st.delay_ms.load(Ordering::SeqCst) as u64;
-    tokio::time::sleep(Duration::from_millis(delay)).await;
+    drop(st.gate.read().await);
     let (body, etag, mode) = {
         let objects = st.objects.lock().unwrap();
         let Some(o) = objects.get(&path) else {
@@ -144,8 +175,9 @@ async fn serve(
         ])),
         Mode::Stall => Body::from_stream(
             futures_util::stream::iter([Ok::<_, io::Error>(half)]).chain(
+                // never sends the rest: the client's read timeout must end it
                 futures_util::stream::once(async move {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    std::future::pending::<()>().await;
                     Ok(rest)
                 }),
             ),
@@ -195,31 +227,39 @@ async fn twenty_concurrent_fetches_make_one_download() {
     let server = Server::start().await;
     let body = vec![7u8; 300_000];
     server.put("deploy.kernel", &body, "v1", Mode::Normal);
-    server.delay(400);
+    let gate = server.close_gate().await;
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path(), 1 << 30);
     let key = CacheKey::url(&server.url("deploy.kernel"));
     let expected = Expected::new(Algo::Sha256, &sha256(&body)).unwrap();
     let mut tasks = Vec::new();
     let mut progress = Vec::new();
-    let start = Arc::new(tokio::sync::Barrier::new(20));
+    // a fetch joins (or starts) the key's flight on its first poll, in the same step as
+    // the count: at 20, all twenty are in the one flight, held by the closed gate
+    let entered = Arc::new(AtomicUsize::new(0));
     for _ in 0..20 {
         let p = Progress::new();
         progress.push(p.clone());
-        let (cache, key, origin, expected, start) = (
+        let (cache, key, origin, expected, entered) = (
             cache.clone(),
             key.clone(),
             server.origin("deploy.kernel"),
             expected.clone(),
-            start.clone(),
+            entered.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            start.wait().await;
+            entered.fetch_add(1, Ordering::SeqCst);
             cache
                 .fetch(&key, origin, Some(expected), Some(p), NOW)
                 .await
         }));
     }
+    wait_until(
+        "twenty fetches in flight and the download asked for",
+        || entered.load(Ordering::SeqCst) == 20 && server.gets() == 1,
+    )
+    .await;
+    drop(gate);
     let mut results = Vec::new();
     for t in tasks {
         results.push(t.await.unwrap().unwrap());
@@ -242,17 +282,25 @@ async fn twenty_concurrent_fetches_make_one_download() {
 async fn two_caches_on_one_directory_download_once() {
     let server = Server::start().await;
     server.put("ramdisk", b"initramfs bytes", "r1", Mode::Normal);
-    server.delay(500);
+    let gate = server.close_gate().await;
     let dir = tempfile::tempdir().unwrap();
     // Two caches: separate in-process flights, so only the file lock can join them.
     let a = open(dir.path(), 1 << 30);
     let b = open(dir.path(), 1 << 30);
     let key = CacheKey::url(&server.url("ramdisk"));
-    let (ra, rb) = tokio::join!(
-        a.fetch(&key, server.origin("ramdisk"), None, None, NOW),
-        b.fetch(&key, server.origin("ramdisk"), None, None, NOW),
-    );
-    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let fetch = |c: &MasterCache| {
+        let (c, key, origin) = (c.clone(), key.clone(), server.origin("ramdisk"));
+        tokio::spawn(async move { c.fetch(&key, origin, None, None, NOW).await })
+    };
+    let (ta, tb) = (fetch(&a), fetch(&b));
+    // one downloads (held by the gate) while the other waits on the key's flock
+    let lock = dir.path().join(format!("{key}.lock"));
+    wait_until("one download and one fetch blocked on the lock", || {
+        server.gets() == 1 && flock_waiter(&lock)
+    })
+    .await;
+    drop(gate);
+    let (ra, rb) = (ta.await.unwrap().unwrap(), tb.await.unwrap().unwrap());
     assert_eq!(
         server.gets(),
         1,
