@@ -1,4 +1,4 @@
-//! A small client of ironboot's REST API, for the `node` commands.
+//! A small client of ironboot's REST API, for the `node` and `conductor` commands.
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -13,6 +13,26 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    /// A client of the API at `base`, with the token read from `token_file` (by the rule
+    /// `serve` reads `[api] token_file` by, so both sides get the same token).
+    pub fn from_args(
+        base: &str,
+        token_file: Option<&std::path::Path>,
+    ) -> Result<ApiClient, CliError> {
+        let token = match token_file {
+            Some(path) => {
+                let file = crate::config::read_secret_file(path)
+                    .map_err(|e| CliError::Usage(format!("--token-file: {e}")))?;
+                if let Some(w) = file.warning {
+                    eprintln!("warning: --token-file: {w}");
+                }
+                Some(file.secret)
+            }
+            None => None,
+        };
+        Ok(ApiClient::new(base, token))
+    }
+
     pub fn new(base: &str, token: Option<Secret>) -> ApiClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("ironboot-cli/", env!("CARGO_PKG_VERSION")))

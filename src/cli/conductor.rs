@@ -9,7 +9,6 @@ use serde_json::json;
 use super::CliError;
 use super::client::ApiClient;
 use super::node::{table, text};
-use crate::config::Secret;
 
 #[derive(Debug, Args)]
 pub struct ConductorArgs {
@@ -38,18 +37,7 @@ pub enum ConductorCommand {
 }
 
 pub(super) fn run(args: ConductorArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let token: Option<Secret> = match &args.token_file {
-        Some(path) => {
-            let file = crate::config::read_secret_file(path)
-                .map_err(|e| CliError::Usage(format!("--token-file: {e}")))?;
-            if let Some(w) = file.warning {
-                eprintln!("warning: --token-file: {w}");
-            }
-            Some(file.secret)
-        }
-        None => None,
-    };
-    let client = ApiClient::new(&args.url, token);
+    let client = ApiClient::from_args(&args.url, args.token_file.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

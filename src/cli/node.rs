@@ -11,7 +11,6 @@ use serde_json::{Map, Value, json};
 use super::CliError;
 use super::client::ApiClient;
 use super::progress::Display;
-use crate::config::Secret;
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -273,19 +272,7 @@ fn node_path(node: &str) -> String {
 }
 
 pub(super) fn run(args: NodeArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let token: Option<Secret> = match &args.token_file {
-        Some(path) => {
-            // The rule `serve` reads [api] token_file by, so both sides get the same token.
-            let file = crate::config::read_secret_file(path)
-                .map_err(|e| CliError::Usage(format!("--token-file: {e}")))?;
-            if let Some(w) = file.warning {
-                eprintln!("warning: --token-file: {w}");
-            }
-            Some(file.secret)
-        }
-        None => None,
-    };
-    let client = ApiClient::new(&args.url, token);
+    let client = ApiClient::from_args(&args.url, args.token_file.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
