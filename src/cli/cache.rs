@@ -16,21 +16,15 @@ use serde_json::{Value, json};
 
 use super::progress::{Display, bytes_of};
 use super::{Cli, CliError};
-use crate::cache::{
-    Algo, CacheError, CleanReport, Entry, Expected, Fetched, FileOrigin, HttpOrigin, MasterCache,
-    Origin, Outcome, Progress,
-};
+use crate::cache::{CacheError, CleanReport, Entry, Fetched, MasterCache, Outcome, Progress};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
-use crate::images::cached::CachedSource;
-use crate::images::glance::{GlanceClient, image_id};
+use crate::images::cached::{CachedSource, parse_checksum};
+use crate::images::glance::GlanceClient;
 use crate::images::{ImageError, ImageRef, ImageSource};
 
 /// The field name references are checked under (as `image show` does).
 const FIELD: &str = "REF";
-/// The timeouts of cache mode's downloads (`images::cached`).
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the progress display is refreshed.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -198,11 +192,14 @@ async fn fetch(
         .await
         .map_err(|e| image_error(&e))?;
     let expected = match &prepared.checksum {
-        Some(text) => Some(parse_checksum(text)?),
+        Some(text) => Some(parse_checksum(FIELD, text).map_err(|e| image_error(&e))?),
         None => None,
     };
     let key = CachedSource::key(FIELD, reference).map_err(|e| image_error(&e))?;
-    let origin = origin(&image, reference, glance.as_deref()).await?;
+    let origin = source
+        .origin(FIELD, reference)
+        .await
+        .map_err(|e| image_error(&e))?;
 
     let progress = Progress::new();
     let mut display = Display::stderr(key.to_string());
@@ -249,64 +246,6 @@ async fn fetch(
         Err(_) => display.finish("failed"),
     }
     result
-}
-
-/// Where the bytes of `reference` come from, as cache mode's source decides
-/// (`images::cached`): the URL, the file, or Glance's `/v2/images/{id}/file` with the
-/// service token and no redirects.
-async fn origin(
-    image: &ImageRef,
-    reference: &str,
-    glance: Option<&GlanceClient>,
-) -> Result<Arc<dyn Origin>, CliError> {
-    let origin: Arc<dyn Origin> = match image {
-        ImageRef::Http(url) => {
-            let client =
-                HttpOrigin::client(CONNECT_TIMEOUT, READ_TIMEOUT).map_err(|e| cache_error(&e))?;
-            Arc::new(HttpOrigin::new(client, url, Some(READ_TIMEOUT)).map_err(|e| cache_error(&e))?)
-        }
-        ImageRef::File(_) => {
-            Arc::new(FileOrigin::from_url(reference).map_err(|e| cache_error(&e))?)
-        }
-        ImageRef::Glance(_) => {
-            let id = image_id(FIELD, image).map_err(|e| image_error(&e))?;
-            let client = glance.ok_or_else(|| {
-                CliError::Usage("Glance images need [glance] auth_type and its options".into())
-            })?;
-            let (url, token) = client
-                .file_request(&id)
-                .await
-                .map_err(|e| CliError::Runtime(format!("{e} ({})", e.code())))?;
-            let http = reqwest::Client::builder()
-                .user_agent(concat!("ironboot/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(CONNECT_TIMEOUT)
-                .read_timeout(READ_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| CliError::Runtime(format!("cannot build the HTTP client: {e}")))?;
-            let mut origin = HttpOrigin::new(http, &url, Some(READ_TIMEOUT))
-                .map_err(|e| cache_error(&e))?
-                .immutable();
-            if let Some(t) = token {
-                origin = origin.header(reqwest::header::HeaderName::from_static("x-auth-token"), t);
-            }
-            Arc::new(origin)
-        }
-        ImageRef::Swift { .. } => {
-            return Err(CliError::Usage(format!(
-                "{reference}: swift:// objects are not cached"
-            )));
-        }
-    };
-    Ok(origin)
-}
-
-/// `algo:hex`, as the cache-mode source stores a checksum in a snapshot.
-fn parse_checksum(text: &str) -> Result<Expected, CliError> {
-    let bad = || CliError::Runtime(format!("the image's checksum {text:?} is not algo:hex"));
-    let (algo, hex) = text.split_once(':').ok_or_else(bad)?;
-    let algo = Algo::parse(algo).ok_or_else(bad)?;
-    Expected::new(algo, hex).map_err(|e| cache_error(&e))
 }
 
 fn outcome(o: Outcome) -> &'static str {

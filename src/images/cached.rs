@@ -92,8 +92,12 @@ impl CachedSource {
         }
     }
 
-    /// Where the bytes of `reference` come from.
-    async fn origin(&self, field: &str, reference: &str) -> Result<Arc<dyn Origin>, ImageError> {
+    /// Where the bytes of `reference` come from (for `ironboot cache fetch` too).
+    pub async fn origin(
+        &self,
+        field: &str,
+        reference: &str,
+    ) -> Result<Arc<dyn Origin>, ImageError> {
         let image = ImageRef::parse(field, reference).map_err(ImageError::Invalid)?;
         let origin: Arc<dyn Origin> = match &image {
             ImageRef::Http(url) => Arc::new(
@@ -204,7 +208,7 @@ fn glance(field: &str, e: GlanceError) -> ImageError {
 }
 
 /// `algo:hex` as stored in a snapshot.
-fn parse_checksum(field: &str, text: &str) -> Result<Expected, ImageError> {
+pub fn parse_checksum(field: &str, text: &str) -> Result<Expected, ImageError> {
     let bad = || {
         ImageError::Invalid(FieldError::new(
             field,
