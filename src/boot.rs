@@ -284,6 +284,11 @@ impl BootService {
         })
     }
 
+    /// `[deploy] http_url`: where nodes reach this conductor's boot listener.
+    pub fn http_url(&self) -> &str {
+        &self.http_url
+    }
+
     /// The master script, rendered once at start.
     pub fn master_script(&self) -> &str {
         &self.master
@@ -341,6 +346,7 @@ impl BootService {
                     kernel: None,
                     ramdisk: None,
                     kernel_args: String::new(),
+                    http_url: None,
                 }));
             }
             Target::Deploy => (
@@ -460,6 +466,7 @@ impl BootService {
             kernel: Some(place(k?, klabel, kernel_field)?),
             ramdisk: Some(place(r?, rlabel, ramdisk_field)?),
             kernel_args,
+            http_url: None,
         }))
     }
 
@@ -493,7 +500,13 @@ impl BootService {
                     url.push_str(&record.uuid.to_string());
                     url.push('/');
                     url.push_str(name);
-                } else if self.sources.url(name, image, expires, &mut url)? {
+                } else if self.sources.url(
+                    name,
+                    image,
+                    prepared.http_url.as_deref(),
+                    expires,
+                    &mut url,
+                )? {
                     tempurls += 1;
                 }
                 Ok(Some(ScriptImage {
@@ -560,7 +573,13 @@ impl BootService {
         };
         let expires = now.saturating_add(i64::try_from(self.url_lifetime).unwrap_or(i64::MAX));
         let mut url = String::with_capacity(image.location.len() * 2 + 160);
-        self.sources.url(label, image, expires, &mut url)?;
+        self.sources.url(
+            label,
+            image,
+            prepared.http_url.as_deref(),
+            expires,
+            &mut url,
+        )?;
         Ok(Some(url))
     }
 

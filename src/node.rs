@@ -278,6 +278,22 @@ pub struct PreparedBoot {
     /// The kernel command line.
     #[serde(default)]
     pub kernel_args: String,
+    /// Cache mode: the `[deploy] http_url` of the conductor whose `http_root` holds the
+    /// cached images, which scripts name whichever conductor renders them. Set by the
+    /// conductor that fetched them; absent for snapshots without cached images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_url: Option<String>,
+}
+
+/// A preparation asked for and not yet finished: the node's owner fetches its images,
+/// then makes it the node's boot target. Stored, so that another conductor can finish it
+/// when the one that started it dies; a later request replaces it (a new `id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Tells this request from a later one.
+    pub id: uuid::Uuid,
+    pub target: Target,
+    pub prepared: PreparedBoot,
 }
 
 /// What the boot path needs to render a node's script: no MAC list, no documents. Built
@@ -325,6 +341,16 @@ pub struct Node {
     /// far. Not stored: it lives in the conductor doing the work.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<PrepareProgress>,
+    /// A preparation not yet finished (stored; see [`Pending`]).
+    #[serde(skip)]
+    pub pending: Option<Pending>,
+    /// The conductor doing this node's preparation work now (Ironic's `reservation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<String>,
+    /// The conductor the hash ring gives this node to (Ironic's `conductor`); set when the
+    /// node is read through the service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conductor: Option<String>,
 }
 
 /// How far a preparation in progress has got.

@@ -156,6 +156,8 @@ pub struct NodeFilter {
     pub state: Option<State>,
     pub mac: Option<Mac>,
     pub name: Option<String>,
+    /// Only these nodes (at most 500).
+    pub uuids: Option<Vec<Uuid>>,
 }
 
 /// A conductor as the database knows it. Times are Unix milliseconds.
@@ -266,8 +268,10 @@ pub struct NodePage {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite only: the boot path's index of committed state, and the locked file.
-    index: Option<Arc<BootIndex>>,
+    /// The boot path's index of committed state (and, with SQLite, the locked file).
+    index: Arc<BootIndex>,
+    /// PostgreSQL: the URL [`Store::follow`] listens on (a secret: never printed).
+    listen_url: Option<String>,
     /// Stored rows that cannot be read as nodes: uuid → what is wrong.
     corrupt: Arc<Mutex<BTreeMap<String, String>>>,
     /// The last explanation of a pool timeout, reused for a while so that an exhausted
@@ -280,36 +284,128 @@ pub struct Store {
 #[derive(Default)]
 struct IndexMaps {
     by_mac: HashMap<Mac, Arc<BootRecord>>,
-    macs_of: HashMap<Uuid, Vec<Mac>>,
+    by_uuid: HashMap<Uuid, Indexed>,
+    /// Counts changes to the maps; a resync keeps what changed after it began.
+    seq: u64,
+    /// Nodes removed, with the `seq` of the removal (kept until a resync that began later).
+    removed: HashMap<Uuid, u64>,
 }
 
-/// MAC → boot record of every committed node (SQLite only).
+struct Indexed {
+    record: Arc<BootRecord>,
+    macs: Vec<Mac>,
+    version: i64,
+    /// `IndexMaps::seq` when this entry was written.
+    seq: u64,
+}
+
+impl IndexMaps {
+    /// Puts a node read from the database, unless the index already has a later version.
+    fn put(&mut self, node: &Node) {
+        if self
+            .by_uuid
+            .get(&node.uuid)
+            .is_some_and(|old| old.version > node.version)
+        {
+            return;
+        }
+        self.seq += 1;
+        if let Some(old) = self.by_uuid.remove(&node.uuid) {
+            for mac in &old.macs {
+                self.by_mac.remove(mac);
+            }
+        }
+        let record = Arc::new(BootRecord::of(node));
+        for mac in &node.macs {
+            self.by_mac.insert(*mac, record.clone());
+        }
+        self.by_uuid.insert(
+            node.uuid,
+            Indexed {
+                record,
+                macs: node.macs.clone(),
+                version: node.version,
+                seq: self.seq,
+            },
+        );
+        self.removed.remove(&node.uuid);
+    }
+
+    fn remove(&mut self, uuid: Uuid) {
+        self.seq += 1;
+        if let Some(old) = self.by_uuid.remove(&uuid) {
+            for mac in &old.macs {
+                // another node may have taken the MAC since
+                if self.by_mac.get(mac).is_some_and(|r| r.uuid == uuid) {
+                    self.by_mac.remove(mac);
+                }
+            }
+        }
+        self.removed.insert(uuid, self.seq);
+    }
+
+    /// Brings the maps in line with `nodes`, every node read by a query that began when
+    /// the maps were at `since`: entries put or removed after that are newer than the
+    /// query and stay as they are.
+    fn resync(&mut self, nodes: &[Node], since: u64) -> usize {
+        let mut changed = 0;
+        let mut seen = std::collections::HashSet::with_capacity(nodes.len());
+        for node in nodes {
+            seen.insert(node.uuid);
+            if self.removed.get(&node.uuid).is_some_and(|s| *s > since)
+                || self.by_uuid.get(&node.uuid).is_some_and(|e| e.seq > since)
+            {
+                continue;
+            }
+            let same = self
+                .by_uuid
+                .get(&node.uuid)
+                .is_some_and(|e| e.version == node.version && e.macs == node.macs);
+            if !same {
+                self.put(node);
+                changed += 1;
+            }
+        }
+        let gone: Vec<Uuid> = self
+            .by_uuid
+            .iter()
+            .filter(|(u, e)| e.seq <= since && !seen.contains(*u))
+            .map(|(u, _)| *u)
+            .collect();
+        changed += gone.len();
+        for uuid in gone {
+            self.remove(uuid);
+        }
+        self.removed.retain(|_, s| *s > since);
+        changed
+    }
+}
+
+/// MAC → boot record of every committed node, which the boot path reads instead of the
+/// database. With SQLite this process is the only writer, and the index is updated inside
+/// the write's critical section. With PostgreSQL other conductors write too: their commits
+/// reach the index through `LISTEN`/`NOTIFY` ([`Store::follow`]) and a periodic full resync.
 struct BootIndex {
     maps: RwLock<IndexMaps>,
-    /// Held from `BEGIN IMMEDIATE` until the index reflects the commit.
+    /// SQLite: held from `BEGIN IMMEDIATE` until the index reflects the commit.
     write: tokio::sync::Mutex<()>,
-    /// The database file, locked as long as the store lives.
-    file: OwnedFile,
+    /// SQLite: the database file, locked as long as the store lives.
+    file: Option<OwnedFile>,
 }
 
 impl BootIndex {
     fn put(&self, node: &Node) {
-        let record = Arc::new(BootRecord::of(node));
-        let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
-        for old in maps.macs_of.remove(&node.uuid).unwrap_or_default() {
-            maps.by_mac.remove(&old);
-        }
-        for mac in &node.macs {
-            maps.by_mac.insert(*mac, record.clone());
-        }
-        maps.macs_of.insert(node.uuid, node.macs.clone());
+        self.maps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .put(node);
     }
 
     fn remove(&self, uuid: Uuid) {
-        let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
-        for old in maps.macs_of.remove(&uuid).unwrap_or_default() {
-            maps.by_mac.remove(&old);
-        }
+        self.maps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(uuid);
     }
 
     fn get(&self, mac: &Mac) -> Option<Arc<BootRecord>> {
@@ -319,6 +415,10 @@ impl BootIndex {
             .by_mac
             .get(mac)
             .cloned()
+    }
+
+    fn seq(&self) -> u64 {
+        self.maps.read().unwrap_or_else(PoisonError::into_inner).seq
     }
 }
 
@@ -566,13 +666,15 @@ impl Store {
         let store = Store {
             pool,
             backend,
-            index: owned.map(|file| {
-                Arc::new(BootIndex {
-                    maps: RwLock::default(),
-                    write: tokio::sync::Mutex::new(()),
-                    file,
-                })
+            index: Arc::new(BootIndex {
+                maps: RwLock::default(),
+                write: tokio::sync::Mutex::new(()),
+                file: owned,
             }),
+            listen_url: match db {
+                DatabaseUrl::Postgres(url) => Some(url.expose().to_string()),
+                DatabaseUrl::Sqlite(_) => None,
+            },
             corrupt: Arc::default(),
             timeout_cause: Arc::default(),
             clock,
@@ -589,10 +691,8 @@ impl Store {
             self.select(&mut conn, &NodeFilter::default(), &Paging::default())
                 .await?
         };
-        if let Some(index) = &self.index {
-            for node in &listed.nodes {
-                index.put(node);
-            }
+        for node in &listed.nodes {
+            self.index.put(node);
         }
         self.note(&listed);
         for bad in &listed.bad {
@@ -676,8 +776,8 @@ impl Store {
 
     /// SQLite: the database file is still the one this store locked (one `stat`).
     fn check_file(&self) -> Result<(), StoreError> {
-        match &self.index {
-            Some(index) => index.file.check(),
+        match &self.index.file {
+            Some(file) => file.check(),
             None => Ok(()),
         }
     }
@@ -712,6 +812,7 @@ impl Store {
         .await
         .map_err(|e| unique_violation(e, new.name.as_deref()))?;
         insert_macs(&mut tx, uuid, &new.macs).await?;
+        notify_node(&mut tx, self.backend, uuid).await?;
         tx.commit().await?;
         self.committed(uuid).await
     }
@@ -833,6 +934,17 @@ impl Store {
             let p = arg(&mut args, Arg::Text(n.clone()));
             sql.push_str(&format!(" AND name = {p}"));
         }
+        if let Some(uuids) = &filter.uuids {
+            let list: Vec<String> = uuids
+                .iter()
+                .map(|u| arg(&mut args, Arg::Text(u.to_string())))
+                .collect();
+            if list.is_empty() {
+                sql.push_str(" AND 1 = 0");
+            } else {
+                sql.push_str(&format!(" AND uuid IN ({})", list.join(", ")));
+            }
+        }
         if let Some(m) = filter.mac {
             let p = arg(&mut args, Arg::Text(m.to_string()));
             sql.push_str(&format!(
@@ -941,7 +1053,8 @@ impl Store {
             && filter.target.is_none()
             && filter.state.is_none()
             && filter.mac.is_none()
-            && filter.name.is_none();
+            && filter.name.is_none()
+            && filter.uuids.is_none();
         let mut rows = Vec::new();
         if everything {
             rows = sqlx::query("SELECT node_uuid, mac FROM node_macs ORDER BY mac")
@@ -1040,8 +1153,8 @@ impl Store {
         check_unique(&mut tx, node.uuid, node.name.as_deref(), &node.macs).await?;
         let done = sqlx::query(
             "UPDATE nodes SET name = $1, boot_mode = $2, driver_info = $3, instance_info = $4, target = $5, \
-             state = $6, last_error = $7, prepared = $8, updated_at = $9, version = version + 1 \
-             WHERE uuid = $10 AND version = $11",
+             state = $6, last_error = $7, prepared = $8, updated_at = $9, pending = $12, \
+             version = version + 1 WHERE uuid = $10 AND version = $11",
         )
         .bind(node.name.clone())
         .bind(node.boot_mode.as_str())
@@ -1054,6 +1167,7 @@ impl Store {
         .bind(self.clock.now_ms())
         .bind(node.uuid.to_string())
         .bind(node.version)
+        .bind(node.pending.as_ref().map(to_json))
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, node.name.as_deref()))?;
@@ -1072,6 +1186,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         insert_macs(&mut tx, node.uuid, &node.macs).await?;
+        notify_node(&mut tx, self.backend, node.uuid).await?;
         tx.commit().await?;
         self.committed(node.uuid).await
     }
@@ -1092,10 +1207,9 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(uuid.to_string()));
         }
+        notify_node(&mut tx, self.backend, uuid).await?;
         tx.commit().await?;
-        if let Some(index) = &self.index {
-            index.remove(uuid);
-        }
+        self.index.remove(uuid);
         self.corrupt
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -1126,6 +1240,17 @@ impl Store {
         .bind(now_ms)
         .execute(&mut *conn)
         .await?;
+        self.notify_conductors(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn notify_conductors(&self, conn: &mut PoolConnection<Any>) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CONDUCTORS_CHANNEL)
+                .execute(&mut **conn)
+                .await?;
+        }
         Ok(())
     }
 
@@ -1152,6 +1277,13 @@ impl Store {
             .bind(hostname.to_string())
             .execute(&mut *conn)
             .await?;
+        sqlx::query(
+            "UPDATE nodes SET reservation = NULL, reserved_at = NULL WHERE reservation = $1",
+        )
+        .bind(hostname.to_string())
+        .execute(&mut *conn)
+        .await?;
+        self.notify_conductors(&mut conn).await?;
         Ok(())
     }
 
@@ -1192,23 +1324,7 @@ impl Store {
     /// The boot record of the node that owns a MAC: the boot path's only read (from the
     /// index with SQLite, a query with PostgreSQL).
     pub async fn boot_record(&self, mac: &Mac) -> Result<Option<Arc<BootRecord>>, StoreError> {
-        if let Some(index) = &self.index {
-            return Ok(index.get(mac));
-        }
-        let mut conn = self.conn().await?;
-        let row = sqlx::query(
-            "SELECT n.uuid, n.name, n.target, n.prepared FROM node_macs m JOIN nodes n ON n.uuid = m.node_uuid WHERE m.mac = $1",
-        )
-        .bind(mac.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
-        match row.map(|r| boot_record(&r)).transpose() {
-            Ok(record) => Ok(record.map(Arc::new)),
-            Err(e) => {
-                self.note_bad(&e);
-                Err(e)
-            }
-        }
+        Ok(self.index.get(mac))
     }
 
     /// Checks that the database answers and, with SQLite, that its file is still the one
@@ -1222,8 +1338,8 @@ impl Store {
 
     /// Serializes SQLite writes until the index reflects them; nothing for PostgreSQL.
     async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match &self.index {
-            Some(index) => Some(index.write.lock().await),
+        match &self.index.file {
+            Some(_) => Some(self.index.write.lock().await),
             None => None,
         }
     }
@@ -1231,23 +1347,316 @@ impl Store {
     /// Reads a node back after its commit and puts it in the index.
     async fn committed(&self, uuid: Uuid) -> Result<Node, StoreError> {
         let node = self.get_node(&uuid.to_string()).await?;
-        if let Some(index) = &self.index {
-            index.put(&node);
-        }
+        self.index.put(&node);
         Ok(node)
     }
 
-    /// Boot records of every node with a target, for rewriting the static mirror.
+    /// Boot records of every node with a target, for rewriting the static mirror: from
+    /// the index, without a query.
     pub async fn boot_records_with_target(
         &self,
-    ) -> Result<Vec<(BootRecord, Vec<Mac>)>, StoreError> {
-        let nodes = self.list_nodes(&NodeFilter::default()).await?;
-        Ok(nodes
+    ) -> Result<Vec<(Arc<BootRecord>, Vec<Mac>)>, StoreError> {
+        Ok(self
+            .indexed()
             .into_iter()
-            .filter(|n| n.target != Target::None)
-            .map(|n| (BootRecord::of(&n), n.macs))
+            .filter(|(r, _)| r.target != Target::None)
             .collect())
     }
+
+    /// Every node in the boot index, with its MACs, in no particular order.
+    pub fn indexed(&self) -> Vec<(Arc<BootRecord>, Vec<Mac>)> {
+        let maps = self
+            .index
+            .maps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        maps.by_uuid
+            .values()
+            .map(|e| (e.record.clone(), e.macs.clone()))
+            .collect()
+    }
+
+    /// One node from the boot index.
+    pub fn indexed_node(&self, uuid: Uuid) -> Option<(Arc<BootRecord>, Vec<Mac>)> {
+        let maps = self
+            .index
+            .maps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        maps.by_uuid
+            .get(&uuid)
+            .map(|e| (e.record.clone(), e.macs.clone()))
+    }
+
+    /// Reads one node again into the boot index (a change another conductor announced):
+    /// put when it exists, removed when it is gone or cannot be read.
+    pub async fn refresh(&self, uuid: Uuid) -> Result<(), StoreError> {
+        match self.get_node(&uuid.to_string()).await {
+            Ok(node) => self.index.put(&node),
+            Err(StoreError::NotFound(_) | StoreError::Corrupt { .. }) => self.index.remove(uuid),
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Reads these nodes again into the boot index, in one query per 500: put when they
+    /// exist, removed when they are gone or cannot be read.
+    pub async fn refresh_many(&self, uuids: &[Uuid]) -> Result<(), StoreError> {
+        for chunk in uuids.chunks(500) {
+            let filter = NodeFilter {
+                uuids: Some(chunk.to_vec()),
+                ..NodeFilter::default()
+            };
+            let listed = {
+                let mut conn = self.conn().await?;
+                self.select(&mut conn, &filter, &Paging::default()).await?
+            };
+            let found: std::collections::HashSet<Uuid> =
+                listed.nodes.iter().map(|n| n.uuid).collect();
+            for node in &listed.nodes {
+                self.index.put(node);
+            }
+            for uuid in chunk.iter().filter(|u| !found.contains(u)) {
+                self.index.remove(*uuid);
+            }
+            self.note(&listed);
+        }
+        Ok(())
+    }
+
+    /// Reads every node and brings the boot index in line with them: what a lost
+    /// notification missed. Returns how many entries changed. With PostgreSQL the nodes and
+    /// their MACs are read in one snapshot (a repeatable-read transaction).
+    pub async fn resync(&self) -> Result<usize, StoreError> {
+        let since = self.index.seq();
+        let listed = {
+            let conn = self.conn().await?;
+            let begin = match self.backend {
+                Backend::Postgres => Some(sqlx::SqlSafeStr::into_sql_str(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                )),
+                Backend::Sqlite => None,
+            };
+            let mut tx = sqlx::Transaction::begin(conn, begin).await?;
+            let listed = self
+                .select(&mut tx, &NodeFilter::default(), &Paging::default())
+                .await?;
+            tx.commit().await?;
+            listed
+        };
+        self.note(&listed);
+        let changed = self
+            .index
+            .maps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .resync(&listed.nodes, since);
+        Ok(changed)
+    }
+
+    /// PostgreSQL: follows the other conductors' commits until an error. It listens on
+    /// the `ironboot_nodes` and `ironboot_conductors` channels, resyncs the index (the
+    /// changes made before it listened), then puts each announced node into the index and
+    /// passes every change to `changes`. When the listening connection is lost, it
+    /// reconnects and resyncs, since notifications sent meanwhile are lost. Every
+    /// `resync_every` it resyncs anyway. With SQLite there is nobody to follow: it returns
+    /// at once.
+    pub async fn follow(
+        &self,
+        changes: &tokio::sync::mpsc::UnboundedSender<Change>,
+        resync_every: Duration,
+    ) -> Result<(), StoreError> {
+        let Some(url) = &self.listen_url else {
+            return Ok(());
+        };
+        let mut listener = sqlx::postgres::PgListener::connect(url)
+            .await
+            .map_err(|e| StoreError::Database(redacted(&e)))?;
+        listener
+            .listen_all([NODES_CHANNEL, CONDUCTORS_CHANNEL])
+            .await?;
+        let resync = |why: &'static str| async move {
+            let changed = self.resync().await?;
+            tracing::debug!(changed, "boot index resynced ({why})");
+            let _ = changes.send(Change::All { changed });
+            Ok::<_, StoreError>(())
+        };
+        resync("listening").await?;
+        let mut tick = tokio::time::interval(resync_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let first = tokio::select! {
+                n = listener.try_recv() => n?,
+                _ = tick.tick() => {
+                    resync("periodic").await?;
+                    continue;
+                }
+            };
+            let Some(first) = first else {
+                tracing::warn!(
+                    "the connection that listens for other conductors' changes was lost; reconnecting and resyncing"
+                );
+                listener
+                    .listen_all([NODES_CHANNEL, CONDUCTORS_CHANNEL])
+                    .await?;
+                resync("reconnected").await?;
+                continue;
+            };
+            // what arrived together is handled together, each node once
+            let mut nodes = std::collections::BTreeSet::new();
+            let mut conductors = false;
+            for n in std::iter::once(first).chain(std::iter::from_fn(|| listener.next_buffered())) {
+                match n.channel() {
+                    NODES_CHANNEL => match Uuid::try_parse(n.payload()) {
+                        Ok(u) => {
+                            nodes.insert(u);
+                        }
+                        Err(_) => tracing::warn!(
+                            payload = n.payload(),
+                            "ignoring a notification that names no node"
+                        ),
+                    },
+                    _ => conductors = true,
+                }
+            }
+            let nodes: Vec<Uuid> = nodes.into_iter().collect();
+            self.refresh_many(&nodes).await?;
+            for uuid in nodes {
+                let _ = changes.send(Change::Node(uuid));
+            }
+            if conductors {
+                let _ = changes.send(Change::Conductors);
+            }
+        }
+    }
+
+    /// Takes node `uuid`'s reservation for conductor `host`: free, already `host`'s, or
+    /// held by a conductor not in `alive`. `false`: another live conductor holds it.
+    pub async fn reserve(
+        &self,
+        uuid: Uuid,
+        host: &str,
+        alive: &[String],
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let _writing = self.write_guard().await;
+        self.check_file()?;
+        let mut conn = self.conn().await?;
+        let mut sql = String::from(
+            "UPDATE nodes SET reservation = $1, reserved_at = $2 WHERE uuid = $3 \
+             AND (reservation IS NULL OR reservation = $1",
+        );
+        if !alive.is_empty() {
+            let list: Vec<String> = (0..alive.len()).map(|i| format!("${}", i + 4)).collect();
+            sql.push_str(&format!(" OR reservation NOT IN ({})", list.join(", ")));
+        } else {
+            sql.push_str(" OR TRUE");
+        }
+        sql.push(')');
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(host.to_string())
+            .bind(now_ms)
+            .bind(uuid.to_string());
+        for h in alive {
+            q = q.bind(h.clone());
+        }
+        Ok(q.execute(&mut *conn).await?.rows_affected() == 1)
+    }
+
+    /// Gives node `uuid`'s reservation back, if `host` holds it.
+    pub async fn release(&self, uuid: Uuid, host: &str) -> Result<(), StoreError> {
+        let _writing = self.write_guard().await;
+        self.check_file()?;
+        let mut conn = self.conn().await?;
+        sqlx::query(
+            "UPDATE nodes SET reservation = NULL, reserved_at = NULL WHERE uuid = $1 AND reservation = $2",
+        )
+        .bind(uuid.to_string())
+        .bind(host.to_string())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Frees every reservation held by a conductor that is not in `alive` (dead, or gone),
+    /// or by `host` itself when `mine` (at start: this conductor's earlier run died).
+    /// Returns how many were freed.
+    pub async fn release_stale(
+        &self,
+        alive: &[String],
+        host: &str,
+        mine: bool,
+    ) -> Result<u64, StoreError> {
+        let _writing = self.write_guard().await;
+        self.check_file()?;
+        let mut conn = self.conn().await?;
+        let mut sql = String::from(
+            "UPDATE nodes SET reservation = NULL, reserved_at = NULL WHERE reservation IS NOT NULL AND (",
+        );
+        let list: Vec<String> = (0..alive.len()).map(|i| format!("${}", i + 2)).collect();
+        if list.is_empty() {
+            sql.push_str("TRUE");
+        } else {
+            sql.push_str(&format!("reservation NOT IN ({})", list.join(", ")));
+        }
+        if mine {
+            sql.push_str(" OR reservation = $1");
+        } else {
+            sql.push_str(" OR reservation <> $1 AND FALSE");
+        }
+        sql.push(')');
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(host.to_string());
+        for h in alive {
+            q = q.bind(h.clone());
+        }
+        Ok(q.execute(&mut *conn).await?.rows_affected())
+    }
+
+    /// The uuids of the nodes with an unfinished preparation.
+    pub async fn pending_nodes(&self) -> Result<Vec<Uuid>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows = sqlx::query("SELECT uuid FROM nodes WHERE pending IS NOT NULL")
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>("uuid").ok())
+            .filter_map(|u| Uuid::try_parse(&u).ok())
+            .collect())
+    }
+}
+
+/// The channel on which every committed change of a node is announced (payload: its uuid).
+const NODES_CHANNEL: &str = "ironboot_nodes";
+/// The channel on which conductors announce that they registered or left.
+const CONDUCTORS_CHANNEL: &str = "ironboot_conductors";
+
+/// What [`Store::follow`] saw change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// This node changed (it may be gone).
+    Node(Uuid),
+    /// A conductor registered or left.
+    Conductors,
+    /// The index was resynced; `changed` entries differed.
+    All { changed: usize },
+}
+
+/// PostgreSQL: announces a node's change to the other conductors when `tx` commits.
+async fn notify_node(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    backend: Backend,
+    uuid: Uuid,
+) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NODES_CHANNEL)
+            .bind(uuid.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn check_unique(
@@ -1396,17 +1805,9 @@ fn node_from_row(row: &AnyRow) -> Result<Node, StoreError> {
         created_at: rfc3339(column(row, u, "created_at")?),
         updated_at: rfc3339(column(row, u, "updated_at")?),
         version: column(row, u, "version")?,
-    })
-}
-
-fn boot_record(row: &AnyRow) -> Result<BootRecord, StoreError> {
-    let (text, uuid) = row_uuid(row)?;
-    let u = text.as_str();
-    Ok(BootRecord {
-        uuid,
-        name: column(row, u, "name")?,
-        target: parse_field(u, row, "target")?,
-        prepared: json_field(u, row, "prepared")?,
+        pending: json_field(u, row, "pending")?,
+        reservation: column(row, u, "reservation")?,
+        conductor: None,
     })
 }
 
@@ -1438,13 +1839,13 @@ mod poison_tests {
             })
             .await
             .unwrap();
-        let index = store.index.clone().unwrap();
+        let index = store.index.clone();
         let poisoner = std::thread::spawn(move || {
             let _guard = index.maps.write().unwrap();
             panic!("a panic while the index lock is held");
         });
         assert!(poisoner.join().is_err());
-        assert!(store.index.as_ref().unwrap().maps.is_poisoned());
+        assert!(store.index.maps.is_poisoned());
         assert_eq!(
             store.boot_record(&mac).await.unwrap().unwrap().uuid,
             node.uuid

@@ -80,6 +80,7 @@ pub(super) fn run(
         .url(
             "REF",
             &details.prepared,
+            None,
             now.saturating_add(lifetime),
             &mut url,
         )

@@ -321,7 +321,18 @@ impl ImageSource for CachedSource {
         _expires: i64,
         out: &mut String,
     ) -> Result<bool, ImageError> {
-        out.push_str(&self.http_url);
+        self.url_at(_field, location, None, _expires, out)
+    }
+
+    fn url_at(
+        &self,
+        _field: &str,
+        location: &str,
+        base: Option<&str>,
+        _expires: i64,
+        out: &mut String,
+    ) -> Result<bool, ImageError> {
+        out.push_str(base.unwrap_or(&self.http_url).trim_end_matches('/'));
         out.push('/');
         out.push_str(location);
         Ok(false)

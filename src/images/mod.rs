@@ -262,6 +262,20 @@ pub trait ImageSource: Send + Sync + std::fmt::Debug {
         out: &mut String,
     ) -> Result<bool, ImageError>;
 
+    /// [`ImageSource::url`] for an image that the conductor at `base` (its `[deploy]
+    /// http_url`) holds, when the snapshot names one: only the cache source, whose files
+    /// live on one conductor, uses it.
+    fn url_at(
+        &self,
+        field: &str,
+        location: &str,
+        _base: Option<&str>,
+        expires: i64,
+        out: &mut String,
+    ) -> Result<bool, ImageError> {
+        self.url(field, location, expires, out)
+    }
+
     /// What `check` finds, with the details the source learnt (`ironboot image show`).
     fn inspect<'a>(
         &'a self,
@@ -325,6 +339,16 @@ impl<T: ImageSource + ?Sized> ImageSource for std::sync::Arc<T> {
         out: &mut String,
     ) -> Result<bool, ImageError> {
         (**self).url(field, location, expires, out)
+    }
+    fn url_at(
+        &self,
+        field: &str,
+        location: &str,
+        base: Option<&str>,
+        expires: i64,
+        out: &mut String,
+    ) -> Result<bool, ImageError> {
+        (**self).url_at(field, location, base, expires, out)
     }
     fn inspect<'a>(
         &'a self,
@@ -465,11 +489,13 @@ impl Sources {
     }
 
     /// Appends the URL of a prepared image to `out` (render). Pure. Returns whether a
-    /// TempURL was signed.
+    /// TempURL was signed. `base`: the `http_url` of the conductor holding the snapshot's
+    /// cached images, when it names one.
     pub fn url(
         &self,
         field: &str,
         image: &PreparedImage,
+        base: Option<&str>,
         expires: i64,
         out: &mut String,
     ) -> Result<bool, ImageError> {
@@ -480,7 +506,7 @@ impl Sources {
             return source.url(field, &location, expires, out);
         }
         self.of_kind(field, image.source)?
-            .url(field, &image.location, expires, out)
+            .url_at(field, &image.location, base, expires, out)
     }
 }
 

@@ -161,6 +161,7 @@ pub(super) async fn list_nodes(
             .transpose()?,
         mac: q.mac.as_deref().map(parse_mac).transpose()?,
         name: q.name.clone(),
+        uuids: None,
     };
     let page = app.service.list_nodes(&filter, &paging).await?;
     let mut body = json!({ "nodes": page.nodes });

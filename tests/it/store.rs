@@ -221,6 +221,7 @@ async fn the_boot_index_follows_every_write() {
             kernel: None,
             ramdisk: None,
             kernel_args: String::new(),
+            http_url: None,
         });
         let node = store.update_node(&node).await.unwrap();
         let record = store.boot_record(&ma).await.unwrap().unwrap();
