@@ -1,8 +1,18 @@
-//! The conductor's periodic work, each task under one [`supervise`]or: today, keeping the
-//! static mirror in `[deploy] http_root` current, and re-reading the Swift account's
-//! temp-URL keys when `[swift]` credentials are set, and cleaning the master image cache
-//! (cache mode, every `[conductor] cache_clean_up_interval`). Membership, the hash ring and takeover
-//! come with multi-conductor support.
+//! The conductor's periodic work, each task under one [`supervise`]or:
+//!
+//! | task | every | bounded by | does |
+//! |---|---|---|---|
+//! | `heartbeat` | `[conductor] heartbeat_interval` | the interval | records that this conductor is alive |
+//! | `takeover` | `heartbeat_interval` | `heartbeat_timeout` | rebuilds the ring from the live conductors, takes nodes over and hands them on ([`Service::rebalance`]) |
+//! | `index_follow` | (runs until an error) | — | PostgreSQL: applies other conductors' changes to the boot index (LISTEN/NOTIFY), resyncing every `[conductor] index_resync_interval` |
+//! | `index_changes` | (runs until an error) | — | PostgreSQL: brings mirror files and work in line with those changes |
+//! | `mirror_refresh` | half the TempURL lifetime | the interval | rewrites the static mirror in `[deploy] http_root` |
+//! | `swift_key_refresh` | `[swift] temp_url_key_refresh_interval` | the interval | re-reads the Swift account's temp-URL keys |
+//! | `cache_clean` | `[conductor] cache_clean_up_interval` | the interval | cleans the master image cache (cache mode) |
+//!
+//! A run that takes longer than its bound is stopped and counted as failed
+//! (`ironboot_task_runs_total{result="timed_out"}`); every run's time is in
+//! `ironboot_task_duration_seconds{task}`.
 //!
 //! A supervised task that fails or panics is logged, counted in
 //! `ironboot_task_runs_total{result="failed"|"panicked"}` and
@@ -59,25 +69,96 @@ pub async fn supervise(
     task: &'static str,
     every: Duration,
     backoff: Backoff,
+    stop: watch::Receiver<bool>,
+    run: impl Fn(Arc<Service>) -> Run + Send + Sync + 'static,
+) {
+    supervise_with(
+        service,
+        Schedule {
+            task,
+            every,
+            first_after: Duration::ZERO,
+            limit: None,
+            backoff,
+        },
+        stop,
+        run,
+    )
+    .await
+}
+
+/// When and for how long a supervised task runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub task: &'static str,
+    /// Between the end of a run and the start of the next.
+    pub every: Duration,
+    /// Before the first run.
+    pub first_after: Duration,
+    /// A run that takes longer is stopped and counted as failed.
+    pub limit: Option<Duration>,
+    pub backoff: Backoff,
+}
+
+/// [`supervise`] with a first delay and a time limit per run.
+pub async fn supervise_with(
+    service: Arc<Service>,
+    schedule: Schedule,
     mut stop: watch::Receiver<bool>,
     run: impl Fn(Arc<Service>) -> Run + Send + Sync + 'static,
 ) {
+    let Schedule {
+        task,
+        every,
+        first_after,
+        limit,
+        backoff,
+    } = schedule;
     let mut delay = backoff.first;
     service.task_status(task, |s| s.healthy = true);
+    if !first_after.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(first_after) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
     loop {
         if *stop.borrow() {
             return;
         }
+        let started = std::time::Instant::now();
         let handle: JoinHandle<Result<(), String>> = tokio::spawn(run(service.clone()));
-        let outcome = tokio::select! {
-            r = handle => r,
-            _ = stop.wait_for(|s| *s) => return,
+        let abort = handle.abort_handle();
+        let bounded = async {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, handle).await.ok(),
+                None => Some(handle.await),
+            }
         };
+        let outcome = tokio::select! {
+            r = bounded => r,
+            _ = stop.wait_for(|s| *s) => { abort.abort(); return }
+        };
+        service
+            .metrics()
+            .task_duration
+            .get_or_create(&TaskLabels { task })
+            .observe(started.elapsed().as_secs_f64());
         let failure = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(("failed", e)),
-            Err(join) if join.is_panic() => Some(("panicked", panic_message(join))),
-            Err(join) => Some(("failed", join.to_string())),
+            None => {
+                abort.abort();
+                Some((
+                    "timed_out",
+                    format!(
+                        "the run took longer than its limit of {:.1}s and was stopped",
+                        limit.unwrap_or_default().as_secs_f32()
+                    ),
+                ))
+            }
+            Some(Ok(Ok(()))) => None,
+            Some(Ok(Err(e))) => Some(("failed", e)),
+            Some(Err(join)) if join.is_panic() => Some(("panicked", panic_message(join))),
+            Some(Err(join)) => Some(("failed", join.to_string())),
         };
         let (result, wait) = match failure {
             None => {
@@ -155,17 +236,84 @@ pub fn spawn(service: Arc<Service>, stop: watch::Receiver<bool>) -> Vec<JoinHand
             },
         )));
     }
-    tasks.push(tokio::spawn(supervise(
+    let beat = service.heartbeat_interval();
+    tasks.push(tokio::spawn(supervise_with(
         service.clone(),
-        "heartbeat",
-        service.heartbeat_interval(),
-        Backoff {
-            first: Duration::from_secs(1),
-            max: service.heartbeat_interval(),
+        Schedule {
+            task: "heartbeat",
+            every: beat,
+            first_after: Duration::ZERO,
+            limit: Some(beat),
+            backoff: Backoff {
+                first: Duration::from_secs(1),
+                max: beat,
+            },
         },
         stop.clone(),
         |service| Box::pin(async move { service.heartbeat().await.map_err(|e| e.to_string()) }),
     )));
+    tasks.push(tokio::spawn(supervise_with(
+        service.clone(),
+        Schedule {
+            task: "takeover",
+            every: beat,
+            // build_service ran the first pass
+            first_after: beat,
+            limit: Some(service.heartbeat_timeout()),
+            backoff: Backoff {
+                first: Duration::from_secs(1),
+                max: beat,
+            },
+        },
+        stop.clone(),
+        |service| {
+            Box::pin(async move {
+                service
+                    .rebalance()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        },
+    )));
+    if service.follows_others() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        tasks.push(tokio::spawn(supervise(
+            service.clone(),
+            "index_follow",
+            Duration::from_secs(1),
+            Backoff::default(),
+            stop.clone(),
+            move |service| {
+                let tx = tx.clone();
+                Box::pin(async move {
+                    service
+                        .follow_others(&tx)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Err("the listener stopped".into())
+                })
+            },
+        )));
+        tasks.push(tokio::spawn(supervise(
+            service.clone(),
+            "index_changes",
+            Duration::from_secs(1),
+            Backoff::default(),
+            stop.clone(),
+            move |service| {
+                let rx = rx.clone();
+                Box::pin(async move {
+                    let mut rx = rx.lock().await;
+                    while let Some(change) = rx.recv().await {
+                        service.apply_change(change).await;
+                    }
+                    Ok(())
+                })
+            },
+        )));
+    }
     let clean_every = service.cache_clean_interval();
     if service.boot().cache().is_some() && !clean_every.is_zero() {
         tasks.push(tokio::spawn(supervise(
@@ -191,11 +339,16 @@ pub fn spawn(service: Arc<Service>, stop: watch::Receiver<bool>) -> Vec<JoinHand
             },
         )));
     }
-    tasks.push(tokio::spawn(supervise(
+    tasks.push(tokio::spawn(supervise_with(
         service,
-        "mirror_refresh",
-        every,
-        Backoff::default(),
+        Schedule {
+            task: "mirror_refresh",
+            every,
+            // build_service wrote the mirror
+            first_after: every,
+            limit: Some(every),
+            backoff: Backoff::default(),
+        },
         stop,
         |service| {
             Box::pin(async move {

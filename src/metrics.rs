@@ -14,6 +14,10 @@
 //! | `ironboot_http_requests_in_flight` | listener | requests being answered now |
 //! | `ironboot_connections_open` | listener | open client connections |
 //! | `ironboot_connections_refused_total` | listener | connections closed at once because the listener was at its limit |
+//! | `ironboot_task_duration_seconds` | task | time a run of a periodic task took |
+//! | `ironboot_takeover_nodes_total` | direction (gained, lost) | nodes this conductor took from others or gave to them |
+//! | `ironboot_takeover_duration_seconds` | | time a pass of the ring refresh and takeover took |
+//! | `ironboot_index_changes_total` | kind (node, conductors, resync) | changes of other conductors applied to the boot index (PostgreSQL) |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -114,6 +118,24 @@ pub struct Metrics {
     pub upstream_requests: Family<UpstreamLabels, Counter>,
     pub conductors: Family<AliveLabels, Gauge>,
     pub nodes_owned: Family<ConductorLabels, Gauge>,
+    pub task_duration: Family<TaskLabels, Histogram, fn() -> Histogram>,
+    pub takeover_nodes: Family<DirectionLabels, Counter>,
+    pub takeover_duration: Histogram,
+    pub index_changes: Family<KindLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+fn task_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 4.0, 10))
 }
 
 impl Default for Metrics {
@@ -215,8 +237,39 @@ impl Metrics {
             "Nodes the hash ring of the live conductors gives each conductor",
             nodes_owned.clone(),
         );
+        let task_duration =
+            Family::<TaskLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                task_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "task_duration_seconds",
+            "Time a run of a periodic task took",
+            task_duration.clone(),
+        );
+        let takeover_nodes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "takeover_nodes",
+            "Nodes this conductor took from other conductors (gained) or gave to them (lost)",
+            takeover_nodes.clone(),
+        );
+        let takeover_duration = task_histogram();
+        registry.register(
+            "takeover_duration_seconds",
+            "Time a pass of the ring refresh and takeover took",
+            takeover_duration.clone(),
+        );
+        let index_changes = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "index_changes",
+            "Changes made by other conductors applied to the boot index (PostgreSQL)",
+            index_changes.clone(),
+        );
         Metrics {
             registry,
+            task_duration,
+            takeover_nodes,
+            takeover_duration,
+            index_changes,
             upstream_requests,
             conductors,
             nodes_owned,
@@ -277,6 +330,28 @@ impl Metrics {
         self.conductors
             .get_or_create(&AliveLabels { state: "dead" })
             .set(dead);
+    }
+
+    /// Counts a pass of the takeover.
+    pub fn observe_takeover(&self, gained: usize, lost: usize, took: std::time::Duration) {
+        for (direction, n) in [("gained", gained), ("lost", lost)] {
+            self.takeover_nodes
+                .get_or_create(&DirectionLabels { direction })
+                .inc_by(n as u64);
+        }
+        self.takeover_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts static mirror writes.
+    pub fn count_mirror_writes(&self, ok: u64, failed: u64) {
+        self.mirror_writes
+            .get_or_create(&ResultLabels { result: "ok" })
+            .inc_by(ok);
+        if failed > 0 {
+            self.mirror_writes
+                .get_or_create(&ResultLabels { result: "error" })
+                .inc_by(failed);
+        }
     }
 
     pub fn error(&self, reason: &'static str) {

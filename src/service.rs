@@ -26,10 +26,13 @@ use crate::images::swift_keys::Refreshed;
 use crate::metrics::{Metrics, PrepareLabels, ResultLabels};
 use crate::mirror::Mirror;
 use crate::node::{
-    self, BootMode, BootRecord, DriverInfo, FieldError, InstanceInfo, Mac, Node, PrepareProgress,
-    PreparedBoot, State, Target,
+    self, BootMode, BootRecord, DriverInfo, FieldError, InstanceInfo, Mac, Node, Pending,
+    PrepareProgress, State, Target,
 };
 use crate::store::{NewNode, NodeFilter, NodePage, Paging, Store, StoreError};
+
+mod takeover;
+pub use takeover::Rebalance;
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -279,8 +282,9 @@ pub struct Service {
     tasks: Mutex<BTreeMap<&'static str, TaskStatus>>,
     /// Preparations whose images are being fetched, by node.
     preparing: Mutex<std::collections::HashMap<Uuid, InFlight>>,
-    generations: std::sync::atomic::AtomicU64,
     identity: Identity,
+    /// Who owns which node: the hash ring of the live conductors.
+    takeover: takeover::Takeover,
 }
 
 /// Who this conductor is, for the membership table.
@@ -294,6 +298,8 @@ pub struct Identity {
     pub heartbeat_interval: Duration,
     /// `[conductor] heartbeat_timeout`.
     pub heartbeat_timeout: Duration,
+    /// `[conductor] index_resync_interval` (PostgreSQL).
+    pub index_resync_interval: Duration,
 }
 
 /// A conductor, whether it is alive, and how many nodes the ring gives it.
@@ -312,8 +318,8 @@ pub struct ConductorInfo {
 /// A preparation that continues after its request: the cache is filling.
 #[derive(Debug, Clone)]
 struct InFlight {
-    /// Tells a preparation from a later one of the same node.
-    generation: u64,
+    /// The request ([`Pending::id`]): tells a preparation from a later one of the node.
+    id: Uuid,
     target: Target,
     /// Kernel and ramdisk.
     progress: [Arc<Progress>; 2],
@@ -347,18 +353,20 @@ impl Service {
             limits,
             tasks: Mutex::default(),
             preparing: Mutex::default(),
-            generations: std::sync::atomic::AtomicU64::new(0),
+            takeover: takeover::Takeover::new("localhost"),
             identity: Identity {
                 host: "localhost".into(),
                 http_url: String::new(),
                 heartbeat_interval: Duration::from_secs(10),
                 heartbeat_timeout: Duration::from_secs(60),
+                index_resync_interval: Duration::from_secs(60),
             },
         }
     }
 
     /// Names this conductor for the membership table.
     pub fn with_identity(mut self, identity: Identity) -> Service {
+        self.takeover = takeover::Takeover::new(&identity.host);
         self.identity = identity;
         self
     }
@@ -366,6 +374,66 @@ impl Service {
     /// `[conductor] heartbeat_interval`.
     pub fn heartbeat_interval(&self) -> Duration {
         self.identity.heartbeat_interval
+    }
+
+    /// `[conductor] heartbeat_timeout`.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        self.identity.heartbeat_timeout
+    }
+
+    /// Whether other conductors may write the database (PostgreSQL): their changes must
+    /// be followed ([`Service::follow_others`]).
+    pub fn follows_others(&self) -> bool {
+        self.store.backend() == crate::store::Backend::Postgres
+    }
+
+    /// Applies other conductors' changes to the boot index until an error, passing each
+    /// to `changes` for [`Service::apply_change`].
+    pub async fn follow_others(
+        &self,
+        changes: &tokio::sync::mpsc::UnboundedSender<crate::store::Change>,
+    ) -> Result<(), ServiceError> {
+        Ok(self
+            .store
+            .follow(changes, self.identity.index_resync_interval)
+            .await?)
+    }
+
+    /// Brings this conductor in line with a change another conductor made.
+    pub async fn apply_change(self: &Arc<Self>, change: crate::store::Change) {
+        use crate::metrics::KindLabels;
+        use crate::store::Change;
+        let kind = match change {
+            Change::Node(_) => "node",
+            Change::Conductors => "conductors",
+            Change::All { .. } => "resync",
+        };
+        self.metrics
+            .index_changes
+            .get_or_create(&KindLabels { kind })
+            .inc();
+        match change {
+            Change::Node(uuid) => self.node_changed(uuid).await,
+            Change::Conductors => {
+                if let Err(e) = self.rebalance().await {
+                    tracing::warn!("ring refresh after a membership change failed: {e}");
+                }
+            }
+            Change::All { changed } => {
+                if changed > 0 {
+                    tracing::info!(
+                        changed,
+                        "the resync found changes that notifications missed"
+                    );
+                    if let Err(e) = self.rebalance().await {
+                        tracing::warn!("ring refresh after a resync failed: {e}");
+                    }
+                    if let Err(e) = self.refresh_mirror().await {
+                        tracing::warn!("mirror refresh after a resync failed: {e}");
+                    }
+                }
+            }
+        }
     }
 
     /// This conductor's name.
@@ -386,6 +454,9 @@ impl Service {
     /// One heartbeat (registering again if this conductor's row is gone), then the
     /// membership gauges brought up to date.
     pub async fn heartbeat(&self) -> Result<(), ServiceError> {
+        if self.is_leaving() {
+            return Ok(());
+        }
         if !self
             .store
             .heartbeat(&self.identity.host, self.clock.now_ms())
@@ -584,6 +655,7 @@ impl Service {
     pub async fn get_node(&self, ident: &str) -> Result<Node, ServiceError> {
         let mut node = self.store.get_node(ident).await?;
         node.progress = self.progress_of(node.uuid);
+        node.conductor = self.owner_of(&node.uuid);
         Ok(node)
     }
 
@@ -606,14 +678,23 @@ impl Service {
         })
     }
 
-    /// Marks every node left `preparing` by an earlier run as failed: its preparation
-    /// died with the process. Called once at start; returns how many there were.
+    /// Marks every node left `preparing` without a stored request (by a version before
+    /// requests were stored) as failed: its preparation died with the process. Nodes with a
+    /// stored request are resumed by their conductor ([`Service::rebalance`]). Called once
+    /// at start; returns how many there were.
     pub async fn fail_interrupted_prepares(&self) -> Result<usize, ServiceError> {
         let filter = NodeFilter {
             state: Some(State::Preparing),
             ..NodeFilter::default()
         };
-        let nodes = self.store.list_nodes(&filter).await?;
+        let nodes: Vec<Node> = self
+            .store
+            .list_nodes(&filter)
+            .await?
+            .into_iter()
+            // a stored request is resumed by the node's conductor instead
+            .filter(|n| n.pending.is_none())
+            .collect();
         let n = nodes.len();
         for node in nodes {
             tracing::warn!(node = %node.uuid, "a preparation was interrupted when ironboot stopped; marking the node failed");
@@ -665,7 +746,11 @@ impl Service {
             limit: Some(limit),
             ..paging.clone()
         };
-        Ok(self.store.list_nodes_page(filter, &paging).await?)
+        let mut page = self.store.list_nodes_page(filter, &paging).await?;
+        for node in &mut page.nodes {
+            node.conductor = self.owner_of(&node.uuid);
+        }
+        Ok(page)
     }
 
     /// Applies a JSON merge patch (RFC 7396) to a node's writable fields.
@@ -736,47 +821,55 @@ impl Service {
             }
         };
         if let Some(p) = prepared.as_ref().filter(|p| p.needs_fetch()) {
-            // The images go into the cache after the answer; the previous target is served
-            // until they are in place.
-            let generation = self
-                .generations
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // The images go into the owner's cache after the answer; the previous target is
+            // served until they are in place. The request is stored, so that another
+            // conductor finishes it if the owner dies.
+            let pending = Pending {
+                id: Uuid::new_v4(),
+                target,
+                prepared: p.clone(),
+            };
+            let owner = self.is_owner(&uuid);
             let progress = [Progress::new(), Progress::new()];
-            self.preparing
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(
-                    uuid,
-                    InFlight {
-                        generation,
-                        target,
-                        progress: progress.clone(),
-                    },
-                );
+            if owner {
+                self.preparing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(
+                        uuid,
+                        InFlight {
+                            id: pending.id,
+                            target,
+                            progress: progress.clone(),
+                        },
+                    );
+            }
             node.state = State::Preparing;
             node.last_error = None;
+            node.pending = Some(pending.clone());
             let mut node = match self.store.update_node(&node).await {
                 Ok(n) => n,
                 Err(e) => {
-                    self.forget_prepare(uuid, Some(generation));
+                    self.forget_prepare(uuid, Some(pending.id));
                     return Err(e.into());
                 }
             };
-            let service = self.clone();
-            let p = p.clone();
-            tokio::spawn(async move {
-                service
-                    .finish_prepare(uuid, generation, target, p, progress)
-                    .await
-            });
-            tracing::info!(node = %uuid, %target, "boot preparation continues: fetching images into the cache");
+            if owner {
+                self.start_work(uuid);
+                tracing::info!(node = %uuid, %target, "boot preparation continues: fetching images into the cache");
+            } else {
+                tracing::info!(node = %uuid, %target, owner = ?self.owner_of(&uuid), "boot preparation continues on the node's conductor");
+            }
             node.progress = self.progress_of(uuid);
+            node.conductor = self.owner_of(&uuid);
             return Ok(node);
         }
         self.count_prepare(target, true);
         self.forget_prepare(uuid, None);
         node.target = target;
         node.prepared = prepared;
+        // supersedes a preparation still fetching
+        node.pending = None;
         node.state = if target == Target::None {
             State::Idle
         } else {
@@ -789,6 +882,8 @@ impl Service {
         }
         self.sync_mirror(node.uuid).await;
         tracing::info!(node = %node.uuid, %target, "boot prepared");
+        let mut node = node;
+        node.conductor = self.owner_of(&uuid);
         Ok(node)
     }
 
@@ -800,89 +895,15 @@ impl Service {
         self.metrics.prepares.get_or_create(&labels).inc();
     }
 
-    /// Drops the in-flight record of a node (only `generation`'s, when given).
-    fn forget_prepare(&self, uuid: Uuid, generation: Option<u64>) {
+    /// Drops the in-flight record of a node (only request `id`'s, when given).
+    fn forget_prepare(&self, uuid: Uuid, id: Option<Uuid>) {
         let mut map = self
             .preparing
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if generation.is_none_or(|g| map.get(&uuid).is_some_and(|f| f.generation == g)) {
+        if id.is_none_or(|g| map.get(&uuid).is_some_and(|f| f.id == g)) {
             map.remove(&uuid);
         }
-    }
-
-    fn is_current(&self, uuid: Uuid, generation: u64) -> bool {
-        self.preparing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&uuid)
-            .is_some_and(|f| f.generation == generation)
-    }
-
-    /// The background half of a preparation: fetch, then switch the node to the new
-    /// target (ready) or record why not (failed). A later preparation of the same node
-    /// supersedes it.
-    async fn finish_prepare(
-        self: Arc<Self>,
-        uuid: Uuid,
-        generation: u64,
-        target: Target,
-        prepared: PreparedBoot,
-        progress: [Arc<Progress>; 2],
-    ) {
-        let result = self.boot.fetch(&prepared, progress, self.clock.now()).await;
-        for _ in 0..3 {
-            if !self.is_current(uuid, generation) {
-                tracing::info!(node = %uuid, %target, "a later request superseded this preparation");
-                return;
-            }
-            let mut node = match self.store.get_node(&uuid.to_string()).await {
-                Ok(n) => n,
-                Err(StoreError::NotFound(_)) => {
-                    self.forget_prepare(uuid, Some(generation));
-                    self.boot.remove_images(uuid).await;
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(node = %uuid, "cannot finish the preparation: {e}");
-                    break;
-                }
-            };
-            match &result {
-                Ok(()) => {
-                    node.target = target;
-                    node.prepared = Some(prepared.clone());
-                    node.state = State::Ready;
-                    node.last_error = None;
-                }
-                Err(e) => {
-                    node.state = State::Failed;
-                    node.last_error = Some(format!("preparing target {target} failed: {e}"));
-                }
-            }
-            match self.store.update_node(&node).await {
-                Ok(_) => {
-                    self.count_prepare(target, result.is_ok());
-                    match &result {
-                        Ok(()) => {
-                            tracing::info!(node = %uuid, %target, "boot prepared: images in place")
-                        }
-                        Err(e) => {
-                            tracing::warn!(node = %uuid, %target, code = %e.code(), "boot preparation failed: {e}")
-                        }
-                    }
-                    self.forget_prepare(uuid, Some(generation));
-                    self.sync_mirror(uuid).await;
-                    return;
-                }
-                Err(StoreError::Conflict(_)) => continue,
-                Err(e) => {
-                    tracing::error!(node = %uuid, "cannot finish the preparation: {e}");
-                    break;
-                }
-            }
-        }
-        self.forget_prepare(uuid, Some(generation));
     }
 
     /// Sets `state = failed` and `last_error`, retrying when another write came between.
@@ -1012,15 +1033,36 @@ impl Service {
     /// Brings a node's files in the static mirror in line with the store: written when it
     /// has a target, removed when it has none or is gone. Failures are logged and counted;
     /// the periodic refresh repairs them.
+    ///
+    /// Only the node's owner keeps its files: another conductor removes any it has (it
+    /// owned the node before the ring changed).
     pub async fn sync_mirror(&self, uuid: Uuid) {
-        match self.store.get_node(&uuid.to_string()).await {
-            Ok(n) => self.write_mirror(&BootRecord::of(&n), &n.macs).await,
-            Err(StoreError::NotFound(_)) => {
+        match self.store.indexed_node(uuid) {
+            Some((record, macs)) if self.is_owner(&uuid) => {
+                self.takeover.set_owned(uuid, true);
+                self.write_mirror(&record, &macs).await
+            }
+            Some((record, _)) => {
+                if self.takeover.set_owned(uuid, false) {
+                    self.remove_mirror(uuid).await;
+                }
+                self.release_images(&record).await;
+            }
+            None => {
+                // The index may lag behind the database (another conductor's change not
+                // yet applied): only a node the database no longer has is gone.
+                if let Err(e) = self.store.refresh(uuid).await {
+                    tracing::warn!(node = %uuid, "mirror not updated: {e}");
+                    return;
+                }
+                if self.store.indexed_node(uuid).is_some() {
+                    return Box::pin(self.sync_mirror(uuid)).await;
+                }
                 // a node deleted (maybe while ironboot was down): its images go too
+                self.takeover.set_owned(uuid, false);
                 self.boot.remove_images(uuid).await;
                 self.remove_mirror(uuid).await
             }
-            Err(e) => tracing::warn!(node = %uuid, "mirror not updated: {e}"),
         }
     }
 
@@ -1094,7 +1136,7 @@ impl Service {
     /// Re-reads the Swift account's temp-URL keys (`[swift]` credentials). When the key or
     /// the account changed, the static mirror is rewritten at once, so its URLs are signed
     /// with the key in use. `Ok(None)`: nothing to read (the key is configured).
-    pub async fn refresh_swift_key(&self) -> Result<Option<Refreshed>, SwiftError> {
+    pub async fn refresh_swift_key(self: &Arc<Self>) -> Result<Option<Refreshed>, SwiftError> {
         let Some(keys) = self.boot.swift_keys().filter(|k| k.discovers()) else {
             return Ok(None);
         };
@@ -1109,7 +1151,7 @@ impl Service {
 
     /// Rewrites boot.ipxe and every node's config, and removes files of nodes that are gone
     /// or have no target. Returns the number of node configs written.
-    pub async fn refresh_mirror(&self) -> Result<usize, ServiceError> {
+    pub async fn refresh_mirror(self: &Arc<Self>) -> Result<usize, ServiceError> {
         let master = self.boot.master_script().to_string();
         let mirror = self.mirror.clone();
         if let Err(e) = blocking(move || mirror.write_master(&master)).await {
@@ -1122,17 +1164,32 @@ impl Service {
                 .get_or_create(&ResultLabels { result: "error" })
                 .inc();
         }
-        let records = self.store.boot_records_with_target().await?;
+        let records: Vec<_> = self
+            .store
+            .boot_records_with_target()
+            .await?
+            .into_iter()
+            .filter(|(r, _)| self.is_owner(&r.uuid))
+            .collect();
         let live: std::collections::HashSet<_> = records.iter().map(|(r, _)| r.uuid).collect();
-        for (record, macs) in &records {
-            self.write_mirror(record, macs).await;
-        }
+        let written = records.len();
+        self.write_mirrors(records).await;
         let mirror = self.mirror.clone();
         let dirs = blocking(move || mirror.node_dirs())
             .await
             .unwrap_or_default();
         for uuid in dirs.into_iter().filter(|u| !live.contains(u)) {
-            self.sync_mirror(uuid).await;
+            match self.store.indexed_node(uuid) {
+                // another conductor's node, or one without a target: no config here
+                Some((record, _)) => {
+                    self.takeover.set_owned(uuid, false);
+                    self.remove_mirror(uuid).await;
+                    if !self.is_owner(&uuid) {
+                        self.release_images(&record).await;
+                    }
+                }
+                None => self.sync_mirror(uuid).await,
+            }
         }
         let mirror = self.mirror.clone();
         match blocking(move || mirror.sweep_dangling_links()).await {
@@ -1140,7 +1197,7 @@ impl Service {
             Ok(n) => tracing::info!("removed {n} dangling links from the static mirror"),
             Err(e) => tracing::warn!("cannot sweep the static mirror: {e}"),
         }
-        Ok(records.len())
+        Ok(written)
     }
 
     /// Records the state of a supervised task (the conductor calls this).

@@ -1237,7 +1237,23 @@ impl MasterCache {
         tokio::task::spawn_blocking(move || {
             let _lock = lock::lock(&lock_path, true)
                 .map_err(|e| CacheError::io(format!("cannot lock {key}"), &e))?;
-            match link::link(&master, &dest) {
+            let mut linked = link::link(&master, &dest);
+            // the node's directory can be removed meanwhile (its mirror config went, and
+            // the directory was empty): make it again
+            for _ in 0..3 {
+                match &linked {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && master.exists() => {
+                        if let Some(dir) = dest.parent() {
+                            std::fs::create_dir_all(dir).map_err(|e| {
+                                CacheError::io(format!("cannot create {}", dir.display()), &e)
+                            })?;
+                        }
+                        linked = link::link(&master, &dest);
+                    }
+                    _ => break,
+                }
+            }
+            match linked {
                 Ok(l) => Ok(l),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !master.exists() => {
                     Err(CacheError::Evicted {

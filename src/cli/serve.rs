@@ -81,14 +81,37 @@ pub async fn build_service(
             http_url: settings.http_url.clone(),
             heartbeat_interval: std::time::Duration::from_secs(o.conductor.heartbeat_interval),
             heartbeat_timeout: std::time::Duration::from_secs(o.conductor.heartbeat_timeout),
+            index_resync_interval: std::time::Duration::from_secs(
+                o.conductor.index_resync_interval,
+            ),
         }),
     );
     service
         .register()
         .await
         .map_err(|e| CliError::Runtime(format!("cannot register this conductor: {e}")))?;
-    // preparations that were fetching images when the last run stopped cannot resume
-    // their request: each such node is marked failed, with the previous target served
+    // this conductor's share of the nodes: their mirror files, and the stored
+    // preparations it resumes (the periodic mirror refresh comes later)
+    match service.rebalance().await {
+        Ok(r) => tracing::info!(
+            alive = ?r.alive,
+            nodes = r.gained,
+            resumed = r.started,
+            elapsed_ms = r.elapsed_ms,
+            "this conductor's nodes"
+        ),
+        Err(e) => {
+            return Err(CliError::Runtime(format!(
+                "cannot read the conductors and nodes: {e}"
+            )));
+        }
+    }
+    match service.refresh_mirror().await {
+        Ok(n) => tracing::info!(nodes = n, "static mirror written"),
+        Err(e) => tracing::warn!("static mirror not written: {e}"),
+    }
+    // preparations of an older version, which stored no request, cannot resume: each
+    // such node is marked failed, with the previous target served
     match service.fail_interrupted_prepares().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(nodes = n, "marked interrupted preparations failed"),
@@ -236,7 +259,18 @@ pub(super) fn run(cli: &Cli, err: &mut dyn std::io::Write) -> Result<(), CliErro
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let tasks = crate::conductor::spawn(service.clone(), stop_rx);
-        let result = server::run(api, boot, app, listeners, shutdown_signal()).await;
+        let leaving = service.clone();
+        let drain = Duration::from_secs(o.default.graceful_shutdown_timeout);
+        let stopping = async move {
+            shutdown_signal().await;
+            // a clean stop: the others take this conductor's nodes at once, and it serves
+            // the images it holds until they have fetched them
+            if let Err(e) = leaving.leave().await {
+                tracing::warn!("cannot leave the ring cleanly: {e}");
+            }
+            leaving.drain(drain).await;
+        };
+        let result = server::run(api, boot, app, listeners, stopping).await;
         let _ = stop_tx.send(true);
         for task in tasks {
             let _ = task.await;

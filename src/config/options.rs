@@ -406,6 +406,11 @@ options! {
         /// Seconds after its last heartbeat when a conductor counts as dead and the others
         /// take its nodes; more than heartbeat_interval. 2 to 3600.
         heartbeat_timeout: u64 = "60", check seconds::<_, 2, 3600>;
+        /// (ironboot) Seconds between two full rereads of the node table into the boot
+        /// index with PostgreSQL, which catch a change whose notification was lost; other
+        /// conductors' changes otherwise arrive by LISTEN/NOTIFY within milliseconds. 1 to
+        /// 86400.
+        index_resync_interval: u64 = "60", check seconds::<_, 1, 86400>;
     }
 
     /// The node database.

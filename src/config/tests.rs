@@ -481,6 +481,7 @@ const RANGES: &[(&str, &str, u64, u64)] = &[
     ("conductor", "cache_clean_up_interval", 0, 86400),
     ("conductor", "heartbeat_interval", 1, 600),
     ("conductor", "heartbeat_timeout", 2, 3600),
+    ("conductor", "index_resync_interval", 1, 86400),
     ("database", "max_pool_size", 1, 1000),
     ("api", "port", 1, 65535),
     ("api", "header_timeout", 1, 3600),

@@ -47,7 +47,7 @@ fn refusing_port() -> (tokio::net::TcpSocket, u16) {
 pub(crate) struct Serving {
     pub(crate) child: Child,
     pub(crate) api: String,
-    boot: String,
+    pub(crate) boot: String,
     pub(crate) log: std::sync::Arc<std::sync::Mutex<String>>,
     reader: std::thread::JoinHandle<()>,
 }
@@ -607,6 +607,7 @@ const BAD_VALUES: &[(&str, &str, &str)] = &[
     ("conductor.cache_clean_up_interval", "86401", ""),
     ("conductor.heartbeat_interval", "0", ""),
     ("conductor.heartbeat_timeout", "1", ""),
+    ("conductor.index_resync_interval", "0", ""),
     ("swift.auth_type", "none", ""),
     ("swift.auth_type", "tempauth", ""),
     ("swift.auth_url", "ftp://keystone:5000", ""),
