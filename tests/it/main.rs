@@ -20,6 +20,7 @@ mod glance_services;
 mod hardening;
 mod hostile;
 mod membership;
+mod multi;
 mod script_fuzz;
 mod serving;
 mod store;
