@@ -92,16 +92,12 @@ async fn raw(s: &TestServer, method: &str, target: &[u8], headers: &str) -> Raw 
     }
 }
 
-/// A server whose first static-mirror refresh is done: it removes every `http_root/<uuid>`
-/// of a node it does not know, so files written before it could vanish.
+/// A server whose static mirror is written: the refresh at start removes every
+/// `http_root/<uuid>` of a node it does not know.
 async fn start(extra: &str) -> TestServer {
-    let s = TestServer::start(Db::Sqlite, extra).await;
-    let done = "ironboot_task_runs_total{task=\"mirror_refresh\",result=\"ok\"}";
-    crate::support::wait_for("the first mirror refresh", || async {
-        s.metric(done).await.is_some_and(|n| n >= 1.0)
-    })
-    .await;
-    s
+    // the mirror was written (and swept) before the server started; the next refresh is
+    // an interval away, so nothing removes the files a test puts in http_root
+    TestServer::start(Db::Sqlite, extra).await
 }
 
 async fn get(s: &TestServer, path: &str, headers: &str) -> Raw {
@@ -524,6 +520,25 @@ async fn nothing_outside_http_root_or_off_the_shape_is_served() {
     s.stop().await;
 }
 
+/// How far this process has read `path`: the position of the descriptor open on it
+/// (`/proc/self/fdinfo`), if one is.
+fn read_position(path: &std::path::Path) -> Option<u64> {
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        if std::fs::read_link(entry.path()).ok().as_deref() != Some(path) {
+            continue;
+        }
+        let info = std::fs::read_to_string(
+            std::path::Path::new("/proc/self/fdinfo").join(entry.file_name()),
+        )
+        .ok()?;
+        return info
+            .lines()
+            .find_map(|l| l.strip_prefix("pos:"))
+            .and_then(|p| p.trim().parse().ok());
+    }
+    None
+}
+
 /// A file truncated under a response in progress (only someone outside ironboot would do
 /// that: the cache replaces files by renaming) ends the response short and closes the
 /// connection; it never hangs and never sends other bytes.
@@ -542,8 +557,12 @@ async fn a_file_truncated_while_served_ends_the_response_short() {
     let mut received = vec![0u8; 4096];
     let n = conn.read(&mut received).await.unwrap();
     received.truncate(n);
-    // The server is stalled by the socket buffers, a few MiB in; cut the file well past.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server (in this process) has read the file a MiB in and is stalled by the socket
+    // buffers a few MiB in; cut the file well past that.
+    crate::support::wait_for("the server to read 1 MiB of the file", || async {
+        read_position(&path).is_some_and(|pos| pos >= 1 << 20)
+    })
+    .await;
     std::fs::OpenOptions::new()
         .write(true)
         .open(&path)
@@ -672,8 +691,8 @@ async fn one_round(
             assert_eq!(&g.await.unwrap(), expected);
         }
     }
-    // The slow readers have had all that time to make the server buffer.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The slow readers asked before both rounds: a server that buffered their files has
+    // done so by now, while the rounds ran.
     let peak = peak.finish();
     drop(stalled);
     peak.saturating_sub(base)
