@@ -41,7 +41,11 @@ async fn main() {
         "cache" => true,
         other => panic!("MODE is swift or cache, not {other}"),
     };
-    let dir = tempfile::tempdir().unwrap();
+    // BENCH_DIR: where the state (http_root, master cache) lives; its file system counts
+    let dir = match std::env::var_os("BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let image = dir.path().join("image");
     std::fs::write(&image, vec![7u8; 1 << 20]).unwrap();
     let conf = dir.path().join("ironboot.conf");
@@ -150,7 +154,9 @@ async fn main() {
     for round in 1..=rounds {
         // bench-dead is alive: it owns its share again, and this conductor drops theirs
         register_dead().await;
+        let back = Instant::now();
         let handback = service.rebalance().await.unwrap();
+        let back = back.elapsed();
         if cache {
             // as if bench-dead had taken its nodes back: their snapshots name it again
             for (record, _) in service.store().indexed() {
@@ -188,8 +194,9 @@ async fn main() {
             "every node has its mirror config after the takeover"
         );
         println!(
-            "round {round}: mode={mode} nodes_total={n} handed_back={} taken_over={} takeover_pass_s={:.3}{} mirror_configs={configs}",
+            "round {round}: mode={mode} nodes_total={n} handed_back={} handback_s={:.3} taken_over={} takeover_pass_s={:.3}{} mirror_configs={configs}",
             handback.lost,
+            back.as_secs_f64(),
             report.gained,
             pass.as_secs_f64(),
             adopted.map_or(String::new(), |d| format!(
@@ -198,7 +205,40 @@ async fn main() {
             )),
         );
     }
+    println!(
+        "file_system_floor_s={:.3} (mkdir, config, link, manifest for {} nodes on 2 threads, no rendering)",
+        fs_floor(dir.path(), 10_000).as_secs_f64(),
+        10_000
+    );
     service.close().await;
+}
+
+/// The file-system operations a new node's mirror files take, alone, for `n` nodes on as
+/// many threads as ironboot uses: what the disk costs whatever ironboot does.
+fn fs_floor(root: &std::path::Path, n: usize) -> Duration {
+    let root = root.join("floor");
+    std::fs::create_dir_all(root.join("pxelinux.cfg")).unwrap();
+    let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..cores {
+            let root = root.clone();
+            s.spawn(move || {
+                for i in (t..n).step_by(cores) {
+                    let dir = root.join(format!("node-{i}"));
+                    std::fs::create_dir(&dir).unwrap();
+                    std::fs::write(dir.join("config"), [b'x'; 900]).unwrap();
+                    std::os::unix::fs::symlink(
+                        format!("../node-{i}/config"),
+                        root.join("pxelinux.cfg").join(format!("mac-{i}")),
+                    )
+                    .unwrap();
+                    std::fs::write(dir.join("macs"), format!("mac-{i}")).unwrap();
+                }
+            });
+        }
+    });
+    start.elapsed()
 }
 
 /// Waits until no node's snapshot names `url` (cache mode: every image adopted); returns

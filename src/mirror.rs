@@ -88,12 +88,44 @@ impl Mirror {
 
     /// Writes a node's config and points its MACs at it; links of MACs the node had
     /// before (per its manifest) but no longer has are removed.
+    ///
+    /// A node new to the mirror (its directory did not exist) takes four file-system
+    /// operations: the directory, the config, one link per MAC and the manifest. Nothing
+    /// names its config before its links exist, so the config needs no temporary name.
     pub fn write_node(&self, uuid: Uuid, macs: &[Mac], script: &str) -> io::Result<()> {
         let dir = self.root.join(uuid.to_string());
-        fs::create_dir_all(&dir)?;
+        let fresh = match fs::create_dir(&dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir)?;
+                true
+            }
+            Err(e) => return Err(e),
+        };
+        let target = Self::link_target(uuid);
+        if fresh {
+            fs::write(dir.join("config"), script.as_bytes())?;
+            let wanted: Vec<String> = macs.iter().map(Mac::hexhyp).collect();
+            for name in &wanted {
+                let link = self.root.join(CONFIG_SUBDIR).join(name);
+                match std::os::unix::fs::symlink(&target, &link) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        fs::create_dir_all(self.root.join(CONFIG_SUBDIR))?;
+                        symlink_atomic(&target, &link)?;
+                    }
+                    // a link left by a crash, or of a MAC another node had: replaced
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        symlink_atomic(&target, &link)?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return fs::write(dir.join("macs"), wanted.join("\n").as_bytes());
+        }
         fs::create_dir_all(self.root.join(CONFIG_SUBDIR))?;
         write_atomic(&dir.join("config"), script.as_bytes(), false)?;
-        let target = Self::link_target(uuid);
         let wanted: Vec<String> = macs.iter().map(Mac::hexhyp).collect();
         let before = self.manifest(uuid)?;
         if before != wanted {

@@ -299,8 +299,9 @@ impl Service {
             // at start, the full mirror refresh that follows writes them
             self.write_mirrors(gained).await;
         }
+        self.remove_mirrors(lost.iter().map(|r| r.uuid).collect())
+            .await;
         for record in &lost {
-            self.remove_mirror(record.uuid).await;
             self.release_images(record).await;
         }
         let mut started = 0;
@@ -607,6 +608,40 @@ impl Service {
                     }
                 }
                 Err(e) => tracing::error!("cannot write the static mirror: {e}"),
+            }
+        }
+    }
+
+    /// Removes the mirror files of many nodes, on every core.
+    async fn remove_mirrors(&self, uuids: Vec<Uuid>) {
+        if uuids.is_empty() {
+            return;
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let per = uuids.len().div_ceil(cores).max(64);
+        let jobs = uuids.chunks(per).map(|chunk| {
+            let (mirror, chunk) = (self.mirror.clone(), chunk.to_vec());
+            blocking(move || {
+                let mut errors = Vec::new();
+                let mut ok = 0u64;
+                for uuid in chunk {
+                    match mirror.remove_node(uuid) {
+                        Ok(()) => ok += 1,
+                        Err(e) => errors.push((uuid, e)),
+                    }
+                }
+                Ok((ok, errors))
+            })
+        });
+        for outcome in futures_util::future::join_all(jobs).await {
+            match outcome {
+                Ok((ok, errors)) => {
+                    self.metrics.count_mirror_writes(ok, errors.len() as u64);
+                    for (uuid, e) in errors {
+                        tracing::error!(node = %uuid, "cannot remove from the static mirror in {}: {e}", self.mirror.root().display());
+                    }
+                }
+                Err(e) => tracing::error!("cannot remove from the static mirror: {e}"),
             }
         }
     }
