@@ -28,8 +28,7 @@ use crate::ipxe::{
     self, IpxeError, MasterContext, NodeContext, ScriptImage, ScriptNode, Templates,
 };
 use crate::node::{
-    BootRecord, FieldError, Mac, Node, PreparedBoot, PreparedImage, SourceKind, Target,
-    validate_kernel_args,
+    BootRecord, FieldError, Mac, Node, PreparedBoot, PreparedImage, Target, validate_kernel_args,
 };
 use crate::tempurl::expiry;
 
@@ -424,10 +423,10 @@ impl BootService {
         // the node may choose for its http(s) references: passed through, or cached
         let http_kind = match node.instance_info.extra.get("http_passthrough") {
             None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::Bool(true)) => Some(SourceKind::Http),
-            Some(serde_json::Value::Bool(false)) => Some(SourceKind::Cache),
-            Some(serde_json::Value::String(v)) if v == "true" => Some(SourceKind::Http),
-            Some(serde_json::Value::String(v)) if v == "false" => Some(SourceKind::Cache),
+            Some(serde_json::Value::Bool(b)) => Some(Sources::http_source(*b)),
+            Some(serde_json::Value::String(v)) if v == "true" || v == "false" => {
+                Some(Sources::http_source(v == "true"))
+            }
             Some(other) => {
                 return Err(BootError::Image(ImageError::Invalid(FieldError::new(
                     "instance_info.http_passthrough",
@@ -452,7 +451,7 @@ impl BootService {
                      label: &str,
                      field: &str|
          -> Result<PreparedImage, BootError> {
-            if image.source == SourceKind::Cache {
+            if Sources::is_cached(&image) {
                 image.location = format!("{}/{label}", node.uuid);
                 if image.checksum.is_none() {
                     image.checksum = companion_checksum(node, field)?;
@@ -493,7 +492,7 @@ impl BootService {
             |name: &str, image: &Option<PreparedImage>| -> Result<Option<ScriptImage>, BootError> {
                 let Some(image) = image else { return Ok(None) };
                 let mut url = String::with_capacity(image.location.len() * 2 + 160);
-                if self.redirect && image.source == SourceKind::Swift {
+                if self.redirect && Sources::is_signed(image) {
                     // signed when the node follows it (`redirect_url`)
                     url.push_str(&self.http_url);
                     url.push('/');
@@ -568,7 +567,7 @@ impl BootService {
             l if l == rname => &prepared.ramdisk,
             _ => return Ok(None),
         };
-        let Some(image) = image.as_ref().filter(|i| i.source == SourceKind::Swift) else {
+        let Some(image) = image.as_ref().filter(|i| Sources::is_signed(i)) else {
             return Ok(None);
         };
         let expires = now.saturating_add(i64::try_from(self.url_lifetime).unwrap_or(i64::MAX));
@@ -601,7 +600,7 @@ impl BootService {
             let image = image.clone();
             async move {
                 match image {
-                    Some(i) if i.source == SourceKind::Cache => {
+                    Some(i) if Sources::is_cached(&i) => {
                         cached.fetch(label, &i, Some(p), now).await
                     }
                     _ => Ok(()),

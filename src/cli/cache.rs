@@ -173,17 +173,8 @@ async fn fetch(
     .map_err(CliError::Runtime)?;
     let image = ImageRef::parse(FIELD, reference)
         .map_err(|e| CliError::Usage(format!("{}: {}", e.field, e.message)))?;
-    if !source.accepts(&image) {
-        return Err(CliError::Usage(match image {
-            ImageRef::Swift { .. } => format!(
-                "{reference}: swift:// objects are served from Swift, not cached; give an \
-                 http(s)://, file:// or Glance reference"
-            ),
-            _ => format!(
-                "{reference}: Glance images need [glance] auth_type and its options in the \
-                 configuration"
-            ),
-        }));
+    if let Some(why) = source.refusal(reference, &image) {
+        return Err(CliError::Usage(why));
     }
     let now = clock.now();
     // Glance: the image must be active; its checksum is what the bytes must have.

@@ -42,6 +42,26 @@ pub struct CachedSource {
 }
 
 impl CachedSource {
+    /// Why this source does not take `image` (for `ironboot cache fetch`), when it does not.
+    pub fn refusal(&self, reference: &str, image: &ImageRef) -> Option<String> {
+        if super::ImageSource::accepts(self, image) {
+            return None;
+        }
+        Some(match image {
+            ImageRef::Swift { .. } => format!(
+                "{reference}: swift:// objects are served from Swift, not cached; give an \
+                 http(s)://, file:// or Glance reference"
+            ),
+            ImageRef::Http(_) => {
+                format!("{reference}: http(s) references are passed through here, not cached")
+            }
+            _ => format!(
+                "{reference}: Glance images need [glance] auth_type and its options in the \
+                 configuration"
+            ),
+        })
+    }
+
     pub fn new(
         cache: MasterCache,
         http_root: PathBuf,

@@ -376,6 +376,28 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// Whether `image`'s bytes are fetched into this conductor's cache and served by it
+    /// (the cache-mode source).
+    pub fn is_cached(image: &PreparedImage) -> bool {
+        image.source == SourceKind::Cache
+    }
+
+    /// Whether `image`'s URL is a TempURL signed when it is rendered, which `[ipxe]
+    /// tempurl_redirect` can sign at the redirect instead (Swift objects).
+    pub fn is_signed(image: &PreparedImage) -> bool {
+        image.source == SourceKind::Swift
+    }
+
+    /// The source of a node's http(s) references when it asks for them to be passed
+    /// through (`true`) or cached (`false`), `instance_info.http_passthrough`.
+    pub fn http_source(passthrough: bool) -> SourceKind {
+        if passthrough {
+            SourceKind::Http
+        } else {
+            SourceKind::Cache
+        }
+    }
+
     /// `hint` completes the message for a reference no source accepts.
     pub fn new(sources: Vec<Box<dyn ImageSource>>, hint: impl Into<String>) -> Sources {
         Sources {
