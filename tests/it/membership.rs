@@ -131,3 +131,110 @@ async fn conductors_register_split_the_nodes_and_a_clean_stop_hands_them_over() 
     a.stop().await;
     drop_postgres_db(&url).await;
 }
+
+/// A conductor died in the middle of a preparation, holding the node's reservation: a live
+/// conductor cannot take the node while the dead one counts as alive; once it is dead, the
+/// next ring refresh frees the reservation and the new owner finishes the stored request
+/// (fetching the images into its own cache, then naming its own http_url).
+#[tokio::test]
+async fn a_dead_conductors_reservation_is_freed_and_its_preparation_finished() {
+    use ironboot::node::{Pending, State, Target};
+    let origin = crate::support::origin::Origin::start().await;
+    origin.put("k", b"kernel bytes");
+    origin.put("r", b"ramdisk bytes");
+    let url = fresh_postgres_db().await;
+    let a = TestServer::start_on(
+        &url,
+        "[DEFAULT]\nhost = cond-a\n[pxe]\nhttp_passthrough = false\n",
+    )
+    .await;
+    let store = a.service.store().clone();
+    let now = a.clock.now_ms();
+    store
+        .register_conductor("cond-gone", "http://10.0.0.9:8080", now)
+        .await
+        .unwrap();
+    a.service.rebalance().await.unwrap();
+    let (st, n) = a
+        .call(
+            Method::POST,
+            "/v1/nodes",
+            Some(json!({"macs": [random_mac()], "driver_info": {
+                "deploy_kernel": origin.url_of("k"), "deploy_ramdisk": origin.url_of("r")}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{n}");
+    let uuid = n["uuid"].as_str().unwrap().to_string();
+
+    // what cond-gone left: a stored request it was working on, under its reservation
+    let mut node = store.get_node(&uuid).await.unwrap();
+    let prepared = a
+        .service
+        .boot()
+        .prepare(&node, Target::Deploy, a.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    node.state = State::Preparing;
+    node.pending = Some(Pending {
+        id: uuid::Uuid::new_v4(),
+        target: Target::Deploy,
+        prepared,
+    });
+    store.update_node(&node).await.unwrap();
+    let alive = ["cond-a".to_string(), "cond-gone".to_string()];
+    assert!(
+        store
+            .reserve(node.uuid, "cond-gone", &alive, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .reserve(node.uuid, "cond-a", &alive, now)
+            .await
+            .unwrap(),
+        "a reservation of a live conductor is not taken"
+    );
+    assert_eq!(
+        store.get_node(&uuid).await.unwrap().reservation.as_deref(),
+        Some("cond-gone")
+    );
+
+    // cond-gone falls silent for longer than heartbeat_timeout (60 s)
+    a.clock.advance_secs(61);
+    a.service.heartbeat().await.unwrap();
+    let pass = a.service.rebalance().await.unwrap();
+    assert_eq!(pass.alive, ["cond-a"]);
+    assert!(pass.freed >= 1, "{pass:?}");
+    crate::support::wait_for("the new owner to finish the preparation", || async {
+        let (_, n) = a
+            .call(Method::GET, &format!("/v1/nodes/{uuid}"), None)
+            .await;
+        n["state"] == "ready" && n.get("reservation").is_none()
+    })
+    .await;
+    let (_, n) = a
+        .call(Method::GET, &format!("/v1/nodes/{uuid}"), None)
+        .await;
+    assert_eq!(
+        (n["target"].as_str(), n["conductor"].as_str()),
+        (Some("deploy"), Some("cond-a")),
+        "{n}"
+    );
+    let text = a
+        .request(Method::GET, &format!("/v1/nodes/{uuid}/ipxe"), None, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let http_url = a.service.boot().http_url().to_string();
+    assert!(
+        text.contains(&format!("{http_url}/{uuid}/deploy_kernel")),
+        "{text}"
+    );
+    let on_disk = a.http_root().join(&uuid).join("deploy_kernel");
+    assert_eq!(std::fs::read(on_disk).unwrap(), b"kernel bytes");
+    a.stop().await;
+    drop_postgres_db(&url).await;
+}

@@ -550,20 +550,24 @@ async fn three_conductors_cache_mode_scripts_name_the_live_owner() {
     assert!(origin.full_gets() <= 6, "{} GETs", origin.full_gets());
 
     // scripts, from any conductor, name the owner's http_url, which serves the bytes
-    let boots: BTreeMap<String, String> = [&c1, &c2, &c3]
-        .iter()
-        .map(|c| (c.host.clone(), c.boot.clone()))
-        .collect();
-    let boot_of = |host: &str| -> String { boots[host].clone() };
-    let roots: BTreeMap<String, PathBuf> = [&c1, &c2, &c3]
-        .iter()
-        .map(|c| (c.boot.clone(), c.http_root.clone()))
-        .collect();
+    let boots: std::sync::Mutex<BTreeMap<String, String>> = std::sync::Mutex::new(
+        [&c1, &c2, &c3]
+            .iter()
+            .map(|c| (c.host.clone(), c.boot.clone()))
+            .collect(),
+    );
+    let boot_of = |host: &str| -> String { boots.lock().unwrap()[host].clone() };
+    let roots: std::sync::Mutex<BTreeMap<String, PathBuf>> = std::sync::Mutex::new(
+        [&c1, &c2, &c3]
+            .iter()
+            .map(|c| (c.boot.clone(), c.http_root.clone()))
+            .collect(),
+    );
     let names_owner = |live: Vec<String>| {
         let http = http.clone();
         let macs = macs.clone();
         let api = c1.api.clone();
-        let roots = roots.clone();
+        let roots = roots.lock().unwrap().clone();
         let boots: Vec<(String, String)> = live.iter().map(|h| (h.clone(), boot_of(h))).collect();
         async move {
             let owners = owners(&http, &api).await;
@@ -654,6 +658,41 @@ async fn three_conductors_cache_mode_scripts_name_the_live_owner() {
         failures.len(),
         &failures[..failures.len().min(5)]
     );
+    // a conductor joins: it takes its share, and c1 serves each node it gives up until
+    // the joiner has the images; again no poll fails
+    let c4 = Conductor::start("cache-4", &db, cache);
+    boots
+        .lock()
+        .unwrap()
+        .insert(c4.host.clone(), c4.boot.clone());
+    roots
+        .lock()
+        .unwrap()
+        .insert(c4.boot.clone(), c4.http_root.clone());
+    let poller = Poller::start(
+        http.clone(),
+        c1.boot.clone(),
+        macs.values().cloned().collect(),
+        true,
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "cache-4 takes its share and serves it",
+        || async {
+            settled(&http, &[&c1, &c4], &all).await?;
+            names_owner(vec!["cache-1".into(), "cache-4".into()]).await
+        },
+    )
+    .await;
+    more_rounds(&poller, 1).await;
+    let (rounds, failures) = poller.finish().await;
+    assert!(
+        failures.is_empty(),
+        "joining: {} failures in {rounds} rounds: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    drop(c4);
     drop((c1, c2, c3));
     drop_postgres_db(&db).await;
 }
