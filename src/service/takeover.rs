@@ -658,10 +658,26 @@ impl Service {
     /// A clean stop, second half: waits until no node's scripts name this conductor's
     /// cached images (the new owners adopted them), at most `limit`. Returns how many
     /// still do.
+    /// With no other live conductor there is nobody to hand over to: it returns at once.
     pub async fn drain(&self, limit: Duration) -> usize {
         let deadline = Instant::now() + limit;
         let mut handed_over = false;
         loop {
+            if !self.others_alive().await {
+                let held = self
+                    .store
+                    .indexed()
+                    .iter()
+                    .filter(|(r, _)| self.holds(r))
+                    .count();
+                if held > 0 {
+                    tracing::info!(
+                        nodes = held,
+                        "no other conductor is alive to take over the images this one serves; stopping"
+                    );
+                }
+                return held;
+            }
             let held = self
                 .store
                 .indexed()
@@ -693,6 +709,22 @@ impl Service {
                 "waiting for other conductors to take over the images this one serves"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Whether a conductor other than this one is alive (an error counts as no).
+    async fn others_alive(&self) -> bool {
+        let now = self.clock.now_ms();
+        let timeout =
+            i64::try_from(self.identity.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
+        match self.store.conductors().await {
+            Ok(rows) => rows.iter().any(|r| {
+                r.hostname != self.takeover.host && now.saturating_sub(r.heartbeat_at) <= timeout
+            }),
+            Err(e) => {
+                tracing::warn!("cannot read the conductors: {e}");
+                false
+            }
         }
     }
 

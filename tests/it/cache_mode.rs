@@ -528,3 +528,32 @@ async fn an_operators_checksum_is_checked_for_http_images() {
     );
     s.stop().await;
 }
+
+/// Regression: on SIGTERM a cache-mode conductor waited for other conductors to take over
+/// the images it serves, for the whole `graceful_shutdown_timeout` (60 s), even when there
+/// was no other conductor (SQLite has only one): every restart of a standalone server
+/// took a minute. With nobody to hand over to, the drain ends at once.
+#[tokio::test]
+async fn regression_a_lone_cache_mode_conductor_waits_for_a_takeover_that_never_comes() {
+    let origin = Origin::start().await;
+    origin.put("k", b"kernel");
+    origin.put("r", b"ramdisk");
+    let s = TestServer::start(Db::Sqlite, &config("")).await;
+    let (uuid, _) = node(
+        &s,
+        json!({"deploy_kernel": origin.url_of("k"), "deploy_ramdisk": origin.url_of("r")}),
+    )
+    .await;
+    s.set_target(&uuid, "deploy").await;
+    assert_eq!(settled(&s, &uuid).await["state"], "ready");
+    s.service.leave().await.unwrap();
+    // it would wait the hour if it waited for a takeover
+    let held = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        s.service.drain(std::time::Duration::from_secs(3600)),
+    )
+    .await
+    .expect("the drain ends without another conductor");
+    assert_eq!(held, 1, "the node's images are still this conductor's");
+    s.stop().await;
+}
