@@ -10,7 +10,8 @@
 # through a 302 from ironboot to a TempURL (*-redirect), or from ironboot's own boot
 # listener, which took them from a REAL Glance into its master cache (*-cache).  Each
 # mode is its own `ironboot serve` (config, state dir, ports, log), started only when a
-# scenario needs it: $OUT/ironboot.conf (swift), ironboot-redirect.conf, ironboot-cache.conf.
+# scenario needs it: $OUT/ironboot.conf (swift), ironboot-redirect.conf, ironboot-cache.conf;
+# bios-takeover* start their two conductors themselves (ironboot-takeover-a.conf, ...).
 # The initrd's /init prints IRONBOOT-E2E-ROLE=<deploy|instance>, BOOT-MARKER-OK and
 # "CMDLINE: $(cat /proc/cmdline)", then powers off (-no-reboot makes QEMU exit).
 # The guest reaches the host's loopback as 10.0.2.2; nothing listens beyond 127.0.0.1.
@@ -77,6 +78,39 @@
 #   uefi-cache     the same after `node update vm-cache --boot-mode uefi` (a new prepare;
 #                  the images are already in the master cache, so Glance serves neither
 #                  again: no GET /v2/images/<id>/file in its request log)
+#   bios-takeover  two swift-mode conductors e2e-a and e2e-b (instances takeover-a and
+#                  takeover-b: each its own config, state dir, ports and log) on one fresh
+#                  PostgreSQL database (created on IRONBOOT_TEST_PG_URL's server, dropped
+#                  at the end; [conductor] heartbeat_interval = 1, heartbeat_timeout = 3).
+#                  Once each lists both alive, node vm-takeover (mac 52:54:00:12:34:59, the
+#                  swift:// deploy kernel and initrd of bios-deploy) is created and prepared
+#                  (target deploy) through e2e-a's API; both agree on its owner
+#                  (`conductor`), which is killed with SIGKILL.  Polled, within 15 s: the
+#                  survivor's GET /v1/conductors shows the dead one alive: false and its GET
+#                  /v1/nodes/<uuid> names the survivor as the owner.  The VM's DHCP boot file
+#                  is the SURVIVOR's /boot.ipxe: ROLE=deploy, cmdline as bios-deploy, Swift's
+#                  proxy log shows iPXE's TempURL GETs of deploy/vmlinuz and
+#                  deploy/initrd.img, the survivor's /metrics counts the node script it
+#                  rendered; the dead one's PID is gone (reaped: killed by SIGKILL) and its
+#                  boot listener refuses connections; the survivor exits 0 on SIGTERM
+#   bios-takeover-cache  the same in cache mode (instances takeover-cache-a and -b:
+#                  [ipxe] use_swift = false, [pxe] http_passthrough = false, each one's
+#                  [deploy] http_url = http://10.0.2.2:<its boot port>), node
+#                  vm-takeover-cache (mac 52:54:00:12:34:5a) whose deploy kernel and initrd
+#                  are the file-store Glance images of bios-cache.  PUT .../boot answers 202
+#                  and GET is polled until ready; the survivor's script then names the
+#                  owner's http_url.  After the kill, polled: the survivor owns the node
+#                  (within 15 s) and its script (curl of its pxelinux.cfg/<mac>) names
+#                  http://10.0.2.2:<survivor boot port>/<uuid>/deploy_kernel, i.e. it adopted
+#                  the images (within 60 s of the kill); its master cache holds both, byte
+#                  for byte.  The boot through the survivor: ROLE=deploy, iPXE fetched the
+#                  survivor's URLs, its boot listener served /{node}/{label} with 200 exactly
+#                  twice and nothing but that and the scripts; the dead one is gone, as above.
+#                  The survivor's clean stop (exit 0) waits for others to adopt the images it
+#                  serves, in vain as the last conductor: its graceful_shutdown_timeout is 5 s
+#   (bios-takeover*: how long the takeover took -- kill to alive: false, to the new owner,
+#   to adoption -- goes to checks.txt and the summary.  IRONBOOT_TEST_PG_URL and psql are
+#   REQUIRED: without them these scenarios FAIL, never skip)
 #   (bios-deploy, uefi-deploy, bios-instance, *-glance and *-redirect first check that
 #   `ironboot node boot` HEAD-checked the two objects through TempURLs: HEAD lines in
 #   Swift's proxy log)
@@ -120,8 +154,13 @@
 #                     *-glance: the images are uploaded as that user, ironboot reads them
 #                     as that user ([glance] auth_type = password).  REQUIRED when a
 #                     *-glance scenario runs: missing ones make it FAIL, never skip.
+#   IRONBOOT_TEST_PG_URL  a PostgreSQL database URL (exported by scripts/test.sh) whose
+#                     user may CREATE DATABASE: bios-takeover* create a fresh database
+#                     ironboot_e2e_<nonce>_<n> on its server (with psql) and drop it at the
+#                     end.  REQUIRED when such a scenario runs: missing, it FAILs.
 #   IRONBOOT_TEST_GLANCE_FILE_URL  the Glance whose store is a local directory (exported
-#                     by scripts/test.sh), for *-cache, with the Keystone variables above
+#                     by scripts/test.sh), for *-cache and bios-takeover-cache, with the
+#                     Keystone variables above
 #                     (not the Swift ones): REQUIRED when a *-cache scenario runs; missing
 #                     ones make it FAIL, never skip.
 #                     Swift has to accept ironboot's one temp-URL key for container glance
@@ -134,10 +173,11 @@
 #                     note that fetching the kernel/busybox .debs into an empty cache
 #                     still needs `apt-get download`)
 #
-# Needs: qemu-system-x86 ipxe-qemu ovmf cpio gzip curl python3 (apt-get installs the
-# missing ones when root or passwordless sudo).  Exit: 0 all checks passed, 1 a check
-# failed, 2 setup error.  Everything started here (each ironboot, QEMU, Swift when started
-# here) is stopped by PID on exit, failure, Ctrl-C or SIGTERM.
+# Needs: qemu-system-x86 ipxe-qemu ovmf cpio gzip curl python3, and psql
+# (postgresql-client) for bios-takeover* (apt-get installs the missing ones when root or
+# passwordless sudo).  Exit: 0 all checks passed, 1 a check failed, 2 setup error.
+# Everything started here (each ironboot, QEMU, Swift when started here) is stopped by PID
+# on exit, failure, Ctrl-C or SIGTERM, and the databases created here are dropped.
 
 # shellcheck disable=SC2317  # functions run through check/trap look unreachable
 set -uo pipefail
@@ -157,7 +197,7 @@ mkdir -p "$TD" || { echo "[e2e] cannot create $TD" >&2; exit 2; }
 TD=$(cd "$TD" && pwd -P)
 CACHE=$TD/cache
 OUT=$TD/e2e-last
-SCENARIOS=${E2E_SCENARIOS:-bios-deploy uefi-deploy bios-fallback uefi-fallback bios-instance bios-local uefi-local bios-glance uefi-glance bios-redirect uefi-redirect bios-cache uefi-cache}
+SCENARIOS=${E2E_SCENARIOS:-bios-deploy uefi-deploy bios-fallback uefi-fallback bios-instance bios-local uefi-local bios-glance uefi-glance bios-redirect uefi-redirect bios-cache uefi-cache bios-takeover bios-takeover-cache}
 VM_TIMEOUT=${E2E_VM_TIMEOUT:-120}
 LOCAL_GRACE=${E2E_LOCAL_GRACE:-15}
 MEM=${E2E_MEM:-256}
@@ -168,6 +208,8 @@ MAC=52:54:00:12:34:56
 MAC_UNKNOWN=52:54:00:65:43:21
 MAC_GLANCE=52:54:00:12:34:57
 MAC_CACHE=52:54:00:12:34:58
+MAC_TAKEOVER=52:54:00:12:34:59
+MAC_TAKEOVER_CACHE=52:54:00:12:34:5a
 QEMU=qemu-system-x86_64
 OVMF=/usr/share/ovmf/OVMF.fd
 PKGS=(qemu-system-x86 ipxe-qemu ovmf cpio gzip curl)
@@ -184,6 +226,8 @@ instance_of() {  # scenario -> the `ironboot serve` instance it boots from (1: u
         bios-local|uefi-local|bios-glance|uefi-glance) echo swift ;;
         bios-redirect|uefi-redirect) echo redirect ;;
         bios-cache|uefi-cache) echo cache ;;
+        bios-takeover) echo takeover ;;            # started by the scenario itself
+        bios-takeover-cache) echo takeover-cache ;;
         *) return 1 ;;
     esac
 }
@@ -195,9 +239,13 @@ done
 
 # ---------------------------------------------------------------- state + cleanup
 WAIT_RC="" QEMU_PID="" SWIFT_STARTED=0 SWIFT_DIR_OWN="" SWIFT_TOKEN="" CONT=""
-# the `ironboot serve` instances (swift, redirect, cache), by name: pid, ports, files
-declare -A INST_PID INST_API INST_BOOT INST_CONF INST_LOG INST_STATE
+# the `ironboot serve` instances (swift, redirect, cache; the conductors of bios-takeover*),
+# by name: pid, ports, files; [DEFAULT] host and the bios-takeover* ones (INST_SCOPED: the
+# scenario checks and stops them, the totals do not)
+declare -A INST_PID INST_API INST_BOOT INST_CONF INST_LOG INST_STATE INST_HOST INST_SCOPED
 IB_NAMES=()        # the instances started, in order
+PG_DBS=()          # the PostgreSQL databases this run created (dropped at the end)
+PSQL=""            # psql, found when a bios-takeover* scenario runs
 GLANCE_IMAGES=()   # URLs (<glance>/v2/images/<id>) of the Glance images this run created
 NPASS=0 NFAIL=0 FAILED_CHECKS=() TIMINGS=()
 INTERRUPTED=""
@@ -260,6 +308,20 @@ glance_cleanup() {  # deletes this run's Glance images (Glance deletes their sto
     GLANCE_IMAGES=()
 }
 
+pg_url_of() {  # database -> IRONBOOT_TEST_PG_URL with that database instead of its own
+    local base=${IRONBOOT_TEST_PG_URL%%\?*}
+    printf '%s/%s%s\n' "${base%/*}" "$1" "${IRONBOOT_TEST_PG_URL#"$base"}"
+}
+pg_drop_dbs() {  # drops the databases this run created (their conductors are stopped first)
+    local db
+    [ "${#PG_DBS[@]}" != 0 ] || return 0
+    for db in "${PG_DBS[@]}"; do
+        "$PSQL" -X -q -v ON_ERROR_STOP=1 "$IRONBOOT_TEST_PG_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" \
+            >>"$OUT/psql.log" 2>&1 || say "WARNING: cannot drop PostgreSQL database $db (see $OUT/psql.log)"
+    done
+    PG_DBS=()
+}
+
 cleanup() {
     local rc=$? t
     trap '' INT TERM
@@ -267,6 +329,7 @@ cleanup() {
     for t in "${IB_NAMES[@]}"; do
         if [ -n "${INST_PID[$t]}" ]; then kill_pid "${INST_PID[$t]}" "ironboot ($t)" 10; INST_PID[$t]=""; fi
     done
+    pg_drop_dbs
     swift_cleanup_container
     glance_cleanup
     if [ "$SWIFT_STARTED" = 1 ]; then
@@ -336,6 +399,12 @@ for p in "${PKGS[@]}"; do
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
 done
 command -v python3 >/dev/null || missing+=(python3)
+find_psql() {  # -> PSQL: psql in PATH, else the newest /usr/lib/postgresql/*/bin/psql
+    PSQL=$(command -v psql 2>/dev/null) && return 0
+    PSQL=$(find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/psql' 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$PSQL" ]
+}
+case " $SCENARIOS " in *" bios-takeover"*) find_psql || missing+=(postgresql-client) ;; esac
 if [ "${#missing[@]}" != 0 ]; then
     [ "${IRONBOOT_TEST_SKIP_APT:-0}" = 1 ] && die "missing packages: ${missing[*]} (IRONBOOT_TEST_SKIP_APT=1)"
     if [ "${#SUDO[@]}" != 0 ] && ! sudo -n true 2>/dev/null; then
@@ -351,6 +420,7 @@ if [ "${#missing[@]}" != 0 ]; then
     }
 fi
 command -v "$QEMU" >/dev/null || die "$QEMU not found"
+case " $SCENARIOS " in *" bios-takeover"*) find_psql || die "psql not found (postgresql-client)" ;; esac
 case " $SCENARIOS " in *" uefi-"*) [ -f "$OVMF" ] || die "OVMF not found at $OVMF" ;; esac
 
 # ---------------------------------------------------------------- kernel + busybox (cached)
@@ -619,9 +689,10 @@ cache_glance_setup() {  # -> GC_KERNEL, GC_RAMDISK (active images); or CACHE_ERR
     GC_RAMDISK=$GL_ID
     say "Glance ${IRONBOOT_TEST_GLANCE_FILE_URL%/} (file store): deploy kernel $GC_KERNEL, ramdisk $GC_RAMDISK"
 }
-if [ -n "${NEED[cache]:-}" ] && ! cache_glance_setup; then
+if { [ -n "${NEED[cache]:-}" ] || [ -n "${NEED[takeover-cache]:-}" ]; } && ! cache_glance_setup; then
     say "file-store Glance setup failed, the *-cache scenarios will FAIL: $CACHE_ERR"
 fi
+CACHE_GLANCE_ERR=$CACHE_ERR   # bios-takeover-cache needs the images, not the cache instance
 
 # ---------------------------------------------------------------- ironboot serve
 # One `ironboot serve` per mode a scenario of this run needs, each with its own config,
@@ -659,6 +730,14 @@ conf_head() {  # name: [DEFAULT], [api], [httpboot] of its config
 # written by scripts/e2e-ipxe.sh ($1 mode)
 [DEFAULT]
 state_path = ${INST_STATE[$1]}
+EOF
+    [ -n "${INST_HOST[$1]:-}" ] && echo "host = ${INST_HOST[$1]}"
+    if [ -n "${INST_SCOPED[$1]:-}" ]; then
+        # bios-takeover-cache: a clean stop waits this long for other conductors to adopt
+        # the images it serves, and the survivor is the last one (default 60 s)
+        echo "graceful_shutdown_timeout = $TK_DRAIN"
+    fi
+    cat <<EOF
 
 [api]
 host_ip = 127.0.0.1
@@ -704,7 +783,7 @@ use_swift = true
 EOF
     if [ "$redirect" = 1 ]; then
         echo "tempurl_redirect = true"
-    else
+    elif [ "$n" = swift ]; then
         echo "fallback_script = fallback.ipxe"
     fi
     conf_retries
@@ -744,6 +823,10 @@ EOF
 [pxe]
 kernel_append_params = console=ttyS0 panic=1 ironboot_e2e=$NONCE
 tftp_master_path = ${INST_STATE[$n]}/master_images
+EOF
+    # bios-takeover-cache: every image is cached, even an http(s) one (the default, said)
+    [ -n "${INST_SCOPED[$n]:-}" ] && echo "http_passthrough = false"
+    cat <<EOF
 
 [glance]
 EOF
@@ -1447,6 +1530,268 @@ ok = all(k in e and e[k].get("size") == int(n) and e[k].get("links") == 1 for k,
 sys.exit(0 if ok else 1)' "$OUT/build/cache-list.json" "$@" | tee -a "$OUT/checks.txt"
 }
 
+# ---------------------------------------------------------------- bios-takeover*
+# Two conductors, e2e-a and e2e-b, share a fresh PostgreSQL database; the owner of the
+# node is killed with SIGKILL and the VM boots through the survivor.  Each scenario run
+# starts its own pair (instances takeover[-cache]-a|b, suffixed in later rounds) and stops
+# them again; cleanup() stops whatever is left, by PID, and drops the database.
+TK_HB_INTERVAL=1 TK_HB_TIMEOUT=3
+TK_OWNER_WITHIN=15    # seconds from the kill until the survivor shows the takeover
+TK_ADOPT_WITHIN=60    # cache mode: ... until the survivor's script names its own http_url
+TK_SETTLE_WITHIN=15   # seconds for both conductors to see each other, and to agree on the owner
+TK_DRAIN=5            # their [DEFAULT] graceful_shutdown_timeout (see conf_head)
+TK_DB_N=0 TK_DB="" TK_ERR=""
+TK_KILL="" TK_T_DEAD="" TK_T_OWNER="" TK_T_ADOPT="" TK_LAST="" TK_KURL_BEFORE=""
+declare -A TK_INST   # host (e2e-a, e2e-b) -> instance name of the current scenario run
+
+pg_create_db() {  # -> TK_DB, a new empty database on IRONBOOT_TEST_PG_URL's server; or TK_ERR
+    local db
+    TK_DB=""
+    if [ -z "${IRONBOOT_TEST_PG_URL:-}" ]; then
+        TK_ERR="IRONBOOT_TEST_PG_URL unset: no PostgreSQL to test against (scripts/test.sh exports it)"
+        return 1
+    fi
+    TK_DB_N=$((TK_DB_N + 1))
+    db=ironboot_e2e_${NONCE}_$TK_DB_N
+    echo "\$ psql \$IRONBOOT_TEST_PG_URL -c 'CREATE DATABASE $db'" >>"$OUT/psql.log"
+    "$PSQL" -X -q -v ON_ERROR_STOP=1 "$IRONBOOT_TEST_PG_URL" -c "CREATE DATABASE $db" >>"$OUT/psql.log" 2>&1 \
+        || { TK_ERR="cannot create database $db on IRONBOOT_TEST_PG_URL's server (see $OUT/psql.log)"; return 1; }
+    PG_DBS+=("$db")
+    TK_DB=$db
+}
+tk_start() {  # mode(swift|cache) host instance db-url: its config, then `serve`; or TK_ERR
+    local mode=$1 host=$2 n=$3 url=$4
+    INST_HOST[$n]=$host INST_SCOPED[$n]=1
+    inst_alloc "$n"
+    {
+        if [ "$mode" = swift ]; then write_swift_conf "$n" 0; else write_cache_conf "$n"; fi
+        cat <<EOF
+
+[database]
+connection = $url
+
+[conductor]
+heartbeat_interval = $TK_HB_INTERVAL
+heartbeat_timeout = $TK_HB_TIMEOUT
+EOF
+    } >"${INST_CONF[$n]}"
+    chmod 600 "${INST_CONF[$n]}"   # the database URL may hold a password
+    start_ironboot "$n" || { TK_ERR=$START_ERR; return 1; }
+    TK_INST[$host]=$n
+}
+tk_api() { echo "http://127.0.0.1:${INST_API[${TK_INST[$1]}]}"; }   # host -> its API URL
+tk_alive() {  # api host -> "alive" of host in api's GET /v1/conductors (true, false, absent, ?)
+    curl -s -m 5 "$1/v1/conductors" | python3 -c 'import json, sys
+try:
+    l = json.load(sys.stdin)["conductors"]
+except Exception:
+    print("?"); sys.exit()
+print(next((json.dumps(c.get("alive")) for c in l if c.get("hostname") == sys.argv[1]), "absent"))' "$2"
+}
+tk_node() {  # api uuid field -> that field of api's GET /v1/nodes/<uuid> ('' if none)
+    curl -s -m 5 "$1/v1/nodes/$2" | json_field "$3"
+}
+kernel_url_of() {  # script on stdin -> the URL of its kernel line
+    awk '/^kernel / { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }'
+}
+tk_wait() {  # seconds cmd...: polls cmd every 0.1 s until it succeeds (0) or seconds passed (1)
+    local within=$1 t0; shift
+    t0=$(now)
+    until "$@"; do
+        awk -v a="$t0" -v b="$(now)" -v m="$within" 'BEGIN{exit !(b - a > m)}' && return 1
+        sleep 0.1
+    done
+}
+tk_see_each_other() {  # both conductors list both alive
+    local api h
+    for api in "$(tk_api e2e-a)" "$(tk_api e2e-b)"; do
+        for h in e2e-a e2e-b; do
+            [ "$(tk_alive "$api" "$h")" = true ] || return 1
+        done
+    done
+}
+TK_UUID="" TK_OWNER=""
+tk_agree() {  # both conductors: node TK_UUID ready, the same owner (e2e-a or e2e-b) -> TK_OWNER
+    local oa ob sa sb
+    oa=$(tk_node "$(tk_api e2e-a)" "$TK_UUID" conductor); ob=$(tk_node "$(tk_api e2e-b)" "$TK_UUID" conductor)
+    sa=$(tk_node "$(tk_api e2e-a)" "$TK_UUID" state); sb=$(tk_node "$(tk_api e2e-b)" "$TK_UUID" state)
+    TK_LAST="e2e-a says owner ${oa:-none}, state ${sa:-?}; e2e-b says owner ${ob:-none}, state ${sb:-?}"
+    [ "$sa:$sb" = ready:ready ] && [ "$oa" = "$ob" ] || return 1
+    case "$oa" in e2e-a|e2e-b) TK_OWNER=$oa ;; *) return 1 ;; esac
+}
+TK_SURV="" TK_DEAD="" TK_MAC="" TK_CACHE=0
+tk_script_kernel() {  # host -> the kernel URL of the script host's boot listener serves for TK_MAC
+    curl -s -m 5 "http://127.0.0.1:${INST_BOOT[${TK_INST[$1]}]}/pxelinux.cfg/$(hexhyp "$TK_MAC")" | kernel_url_of
+}
+tk_taken_over() {  # the survivor's view since the kill (first times -> TK_T_*): the dead one
+    # alive: false, the node's owner the survivor; cache mode: its script names its own http_url
+    local t a o k="" api
+    api=$(tk_api "$TK_SURV")
+    a=$(tk_alive "$api" "$TK_DEAD"); o=$(tk_node "$api" "$TK_UUID" conductor)
+    [ "$TK_CACHE" = 1 ] && k=$(tk_script_kernel "$TK_SURV")
+    t=$(secs "$TK_KILL" "$(now)")
+    [ -z "$TK_T_DEAD" ] && [ "$a" = false ] && TK_T_DEAD=$t
+    [ -z "$TK_T_OWNER" ] && [ "$o" = "$TK_SURV" ] && TK_T_OWNER=$t
+    TK_LAST="$t s after the kill: $TK_DEAD alive ${a:-?}, owner ${o:-none}${k:+, its script names $k}"
+    [ "$a" = false ] && [ "$o" = "$TK_SURV" ] || return 1
+    [ "$TK_CACHE" = 1 ] || return 0
+    if [ "$k" != "http://10.0.2.2:${INST_BOOT[${TK_INST[$TK_SURV]}]}/$TK_UUID/deploy_kernel" ]; then
+        [ -n "$k" ] && TK_KURL_BEFORE=$k
+        return 1
+    fi
+    [ -z "$TK_T_ADOPT" ] && TK_T_ADOPT=$t
+    return 0
+}
+tk_dead_gone() {  # pid boot-port rc: reaped with the status of SIGKILL, no such process, and its
+    # boot listener refuses connections
+    local st
+    [ "$3" = 137 ] && ! kill -0 "$1" 2>/dev/null && [ ! -e "/proc/$1" ] || return 1
+    curl -s -m 3 -o /dev/null "http://127.0.0.1:$2/boot.ipxe"
+    st=$?
+    [ "$st" = 7 ]   # couldn't connect
+}
+tk_le() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a != "" && a + 0 <= b + 0)}'; }
+
+sc_takeover() {  # mode (swift|cache): runs the scenario, then stops its conductors
+    tk_run "$@"
+    tk_stop
+}
+tk_stop() {  # stops this run's conductors by PID; the survivor's exit status is checked
+    local h n
+    for h in e2e-a e2e-b; do
+        n=${TK_INST[$h]:-}
+        [ -n "$n" ] && [ -n "${INST_PID[$n]:-}" ] || continue
+        kill_pid "${INST_PID[$n]}" "ironboot ($n)" $((TK_DRAIN + 10)); INST_PID[$n]=""
+        [ "$h" = "$TK_SURV" ] && check "the survivor $h ($n) exited 0 on SIGTERM (rc $WAIT_RC)" test "$WAIT_RC" = 0
+    done
+    pg_drop_dbs
+}
+tk_run() {  # mode (swift|cache)
+    local mode=$1 tag sfx="" name dpid dboot drc off h o st state t0 line k sboot sn id src
+    TK_INST=() TK_SURV="" TK_DEAD="" TK_OWNER="" TK_UUID="" TK_ERR="" TK_KURL_BEFORE=""
+    TK_KILL="" TK_T_DEAD="" TK_T_OWNER="" TK_T_ADOPT=""
+    if [ "$mode" = swift ]; then
+        tag=bios-takeover$RSUF name=vm-takeover TK_MAC=$MAC_TAKEOVER TK_CACHE=0
+    else
+        tag=bios-takeover-cache$RSUF name=vm-takeover-cache TK_MAC=$MAC_TAKEOVER_CACHE TK_CACHE=1 sfx=-cache
+    fi
+    begin "$tag"
+    if [ "$mode" = cache ] && [ -n "$CACHE_GLANCE_ERR" ]; then
+        fail "cache mode: $CACHE_GLANCE_ERR"
+        return
+    fi
+    pg_create_db || { fail "PostgreSQL: $TK_ERR"; return; }
+    for h in e2e-a e2e-b; do
+        tk_start "$mode" "$h" "takeover$sfx-${h#e2e-}$RSUF" "$(pg_url_of "$TK_DB")" \
+            || { fail "conductor $h ($mode mode) on database $TK_DB: $TK_ERR"; return; }
+    done
+    check "e2e-a and e2e-b each list both conductors alive (GET /v1/conductors; within ${TK_SETTLE_WITHIN}s)" \
+        tk_wait "$TK_SETTLE_WITHIN" tk_see_each_other || return
+    use_ironboot "${TK_INST[e2e-a]}"
+    if [ "$mode" = swift ]; then
+        ib_step "create node $name through e2e-a" node create --name "$name" --mac "$TK_MAC" --boot-mode bios \
+            --deploy-kernel "swift://$CONT/deploy/vmlinuz" --deploy-ramdisk "swift://$CONT/deploy/initrd.img" || return
+    else
+        ib_step "create node $name through e2e-a" node create --name "$name" --mac "$TK_MAC" --boot-mode bios \
+            --deploy-kernel "$GC_KERNEL" --deploy-ramdisk "glance://$GC_RAMDISK" || return
+    fi
+    TK_UUID=$(node_uuid "$name") || { fail "cannot read the uuid of node $name"; return; }
+    say "node $name = $TK_UUID, mac $TK_MAC (database $TK_DB)"
+    if [ "$mode" = swift ]; then
+        off=$(log_size)
+        ib_step "prepare target deploy through e2e-a" node boot "$name" --target deploy || return
+        pass "\`ironboot node boot $name --target deploy\` through e2e-a succeeded"
+        for o in "$CONT/deploy/vmlinuz" "$CONT/deploy/initrd.img"; do
+            check "the prepare HEAD-checked $o through a TempURL (Swift proxy log)" swift_logged "$off" HEAD "$o"
+        done
+    else
+        st=$(curl -s -m 60 -o "$OUT/build/put.json" -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
+            -d '{"target": "deploy"}' "$IRONBOOT_URL/v1/nodes/$TK_UUID/boot")
+        state=$(json_field state <"$OUT/build/put.json")
+        check "PUT /v1/nodes/$TK_UUID/boot {\"target\": \"deploy\"} through e2e-a answered 202 with state preparing (got $st, ${state:-?})" \
+            test "$st:$state" = 202:preparing || { head -c 400 "$OUT/build/put.json"; echo; return; }
+        t0=$(now)
+        for _ in $(seq 1 600); do   # up to 120 s
+            state=$(tk_node "$IRONBOOT_URL" "$TK_UUID" state)
+            [ "$state" = preparing ] || break
+            sleep 0.2
+        done
+        check "the node left preparing after $(secs "$t0" "$(now)")s: state ready (state ${state:-?}, last_error: $(tk_node "$IRONBOOT_URL" "$TK_UUID" last_error))" \
+            test "$state" = ready || return
+    fi
+    if ! tk_wait "$TK_SETTLE_WITHIN" tk_agree; then
+        fail "e2e-a and e2e-b agree on the owner of $TK_UUID, ready (within ${TK_SETTLE_WITHIN}s): $TK_LAST"
+        return
+    fi
+    pass "e2e-a and e2e-b agree: $TK_UUID is ready and owned by $TK_OWNER"
+    TK_DEAD=$TK_OWNER
+    if [ "$TK_DEAD" = e2e-a ]; then TK_SURV=e2e-b; else TK_SURV=e2e-a; fi
+    sn=${TK_INST[$TK_SURV]} sboot=${INST_BOOT[${TK_INST[$TK_SURV]}]}
+    dpid=${INST_PID[${TK_INST[$TK_DEAD]}]} dboot=${INST_BOOT[${TK_INST[$TK_DEAD]}]}
+    if [ "$mode" = cache ]; then
+        k="http://10.0.2.2:$dboot/$TK_UUID/deploy_kernel"
+        check "before the kill, the survivor $TK_SURV's script names the owner's http_url ($k)" \
+            tk_wait "$TK_SETTLE_WITHIN" eval '[ "$(tk_script_kernel "$TK_SURV")" = "$k" ]'
+    fi
+
+    say "kill -9 of the owner $TK_DEAD (${TK_INST[$TK_DEAD]}, pid $dpid); the survivor is $TK_SURV ($sn)"
+    TK_KILL=$(now)
+    kill -KILL "$dpid"
+    wait "$dpid" 2>/dev/null; drc=$?
+    INST_PID[${TK_INST[$TK_DEAD]}]=""
+    if [ "$mode" = swift ]; then
+        tk_wait "$TK_OWNER_WITHIN" tk_taken_over
+    else
+        tk_wait "$TK_ADOPT_WITHIN" tk_taken_over
+    fi
+    echo "  INFO last view: $TK_LAST" | tee -a "$OUT/checks.txt"
+    check "the survivor's GET /v1/conductors shows $TK_DEAD alive: false (after ${TK_T_DEAD:--}s)" \
+        tk_le "$TK_T_DEAD" "$TK_OWNER_WITHIN"
+    check "the survivor's GET /v1/nodes/$TK_UUID names it, $TK_SURV, as the owner within ${TK_OWNER_WITHIN}s of the kill (after ${TK_T_OWNER:--}s)" \
+        tk_le "$TK_T_OWNER" "$TK_OWNER_WITHIN" || return
+    line="$tag: kill -9 -> $TK_DEAD alive:false ${TK_T_DEAD:--}s, -> $TK_SURV owns the node ${TK_T_OWNER:--}s"
+    if [ "$mode" = cache ]; then
+        [ -n "$TK_KURL_BEFORE" ] && echo "  INFO until adoption the survivor's script named $TK_KURL_BEFORE" | tee -a "$OUT/checks.txt"
+        check "the survivor adopted the images: its script names http://10.0.2.2:$sboot/$TK_UUID/deploy_kernel (after ${TK_T_ADOPT:--}s, within ${TK_ADOPT_WITHIN}s)" \
+            test -n "$TK_T_ADOPT" || return
+        line+=", -> adopted ${TK_T_ADOPT}s"
+        for id in "$GC_KERNEL" "$GC_RAMDISK"; do
+            if [ "$id" = "$GC_KERNEL" ]; then src=$CACHE/vmlinuz; else src=$OUT/build/deploy-initrd.img; fi
+            check "the survivor's master cache holds image $id byte for byte" \
+                cmp -s "${INST_STATE[$sn]}/master_images/$id" "$src"
+        done
+    fi
+    TIMINGS+=("$line")
+    say "$line"
+    echo "  INFO $line" >>"$OUT/checks.txt"
+
+    use_ironboot "$sn"
+    ib node ipxe "$name" >"$OUT/$CUR.node.ipxe" 2>&1
+    if [ "$mode" = swift ]; then
+        check "the survivor's script takes the kernel from Swift through a TempURL" \
+            grep -Eq "^kernel .*http://10\.0\.2\.2:$SWIFT_PORT/v1/$SWIFT_ACCOUNT/$(re_escape "$CONT")/deploy/vmlinuz\?temp_url_sig=" "$OUT/$CUR.node.ipxe"
+    fi
+    off=$(log_size); metrics_snapshot M0; boot_requests >"$OUT/build/$tag.boot0"
+    say "booting bios VM, mac $TK_MAC, through the survivor $TK_SURV (http://10.0.2.2:$BOOT_PORT/boot.ipxe)"
+    run_vm bios "$TK_MAC" "$tag"
+    SER=$(cat "$OUT/$tag.serial.txt")
+    if [ "$mode" = swift ]; then
+        check_linux_boot deploy deploy_kernel deploy_ramdisk "$off" "$TK_MAC" "$CONT/deploy/vmlinuz" "$CONT/deploy/initrd.img"
+    else
+        check_linux_boot deploy deploy_kernel deploy_ramdisk "$off" "$TK_MAC"
+        check "serial: iPXE fetched http://10.0.2.2:$BOOT_PORT/$TK_UUID/deploy_kernel and .../deploy_ramdisk (the survivor's)" \
+            serial_has_both "http://10.0.2.2:$BOOT_PORT/$TK_UUID/deploy_kernel" "http://10.0.2.2:$BOOT_PORT/$TK_UUID/deploy_ramdisk"
+        boot_requests >"$OUT/build/$tag.boot1"
+        check "the survivor's boot listener served the scripts and the two images, 200 (ironboot_http_requests_total{listener=boot,route=/{node}/{label},status=200} +2), nothing else" \
+            boot_served "$OUT/build/$tag.boot0" "$OUT/build/$tag.boot1" 200 2
+    fi
+    check "cmdline has [pxe] kernel_append_params (ironboot_e2e=$NONCE)" cmdline_has "ironboot_e2e=$NONCE"
+    check_renders 1 1 - -
+    check "the dead conductor $TK_DEAD is gone: pid $dpid reaped with SIGKILL's status (rc $drc), no such process, its boot listener :$dboot refuses connections" \
+        tk_dead_gone "$dpid" "$dboot" "$drc"
+    check "the survivor $TK_SURV is still running" kill -0 "${INST_PID[$sn]}"
+}
+
 # ---------------------------------------------------------------- main
 # `ironboot cache list` and `node boot --wait` are used when the binary has them
 HAS_CACHE_LIST=0 HAS_WAIT=0
@@ -1468,12 +1813,15 @@ for ((ROUND = 1; ROUND <= REPEAT; ROUND++)); do
             bios-glance|uefi-glance) sc_glance "${sc%%-*}" ;;
             bios-redirect|uefi-redirect) sc_redirect "${sc%%-*}" ;;
             bios-cache|uefi-cache) sc_cache "${sc%%-*}" ;;
+            bios-takeover) sc_takeover swift ;;
+            bios-takeover-cache) sc_takeover cache ;;
         esac
     done
 done
 CUR=totals
 begin totals
 for inst in "${IB_NAMES[@]}"; do
+    [ -n "${INST_SCOPED[$inst]:-}" ] && continue   # bios-takeover*: checked and stopped there
     use_ironboot "$inst"
     check "ironboot ($inst mode) still running" kill -0 "${INST_PID[$inst]}"
     curl -s -m 5 "$IRONBOOT_URL/metrics" | grep '^ironboot_\(script_renders\|tempurls_minted\|boot_prepares\|errors\)_total' \
@@ -1483,6 +1831,7 @@ for inst in "${IB_NAMES[@]}"; do
 done
 # stop ironboot now, so that its log ends with a clean shutdown
 for inst in "${IB_NAMES[@]}"; do
+    [ -n "${INST_SCOPED[$inst]:-}" ] && continue
     kill_pid "${INST_PID[$inst]}" "ironboot ($inst)" 10; INST_PID[$inst]=""
     check "ironboot ($inst mode) exited 0 on SIGTERM (rc $WAIT_RC)" test "$WAIT_RC" = 0
 done
