@@ -106,8 +106,8 @@
 #                  for byte.  The boot through the survivor: ROLE=deploy, iPXE fetched the
 #                  survivor's URLs, its boot listener served /{node}/{label} with 200 exactly
 #                  twice and nothing but that and the scripts; the dead one is gone, as above.
-#                  The survivor's clean stop (exit 0) waits for others to adopt the images it
-#                  serves, in vain as the last conductor: its graceful_shutdown_timeout is 5 s
+#                  The survivor's clean stop exits 0 within 10 s: as the last conductor it
+#                  has nobody to hand its images to, so it does not wait for a takeover
 #   (bios-takeover*: how long the takeover took -- kill to alive: false, to the new owner,
 #   to adoption -- goes to checks.txt and the summary.  IRONBOOT_TEST_PG_URL and psql are
 #   REQUIRED: without them these scenarios FAIL, never skip)
@@ -732,11 +732,6 @@ conf_head() {  # name: [DEFAULT], [api], [httpboot] of its config
 state_path = ${INST_STATE[$1]}
 EOF
     [ -n "${INST_HOST[$1]:-}" ] && echo "host = ${INST_HOST[$1]}"
-    if [ -n "${INST_SCOPED[$1]:-}" ]; then
-        # bios-takeover-cache: a clean stop waits this long for other conductors to adopt
-        # the images it serves, and the survivor is the last one (default 60 s)
-        echo "graceful_shutdown_timeout = $TK_DRAIN"
-    fi
     cat <<EOF
 
 [api]
@@ -1539,7 +1534,6 @@ TK_HB_INTERVAL=1 TK_HB_TIMEOUT=3
 TK_OWNER_WITHIN=15    # seconds from the kill until the survivor shows the takeover
 TK_ADOPT_WITHIN=60    # cache mode: ... until the survivor's script names its own http_url
 TK_SETTLE_WITHIN=15   # seconds for both conductors to see each other, and to agree on the owner
-TK_DRAIN=5            # their [DEFAULT] graceful_shutdown_timeout (see conf_head)
 TK_DB_N=0 TK_DB="" TK_ERR=""
 TK_KILL="" TK_T_DEAD="" TK_T_OWNER="" TK_T_ADOPT="" TK_LAST="" TK_KURL_BEFORE=""
 declare -A TK_INST   # host (e2e-a, e2e-b) -> instance name of the current scenario run
@@ -1661,7 +1655,7 @@ tk_stop() {  # stops this run's conductors by PID; the survivor's exit status is
     for h in e2e-a e2e-b; do
         n=${TK_INST[$h]:-}
         [ -n "$n" ] && [ -n "${INST_PID[$n]:-}" ] || continue
-        kill_pid "${INST_PID[$n]}" "ironboot ($n)" $((TK_DRAIN + 10)); INST_PID[$n]=""
+        kill_pid "${INST_PID[$n]}" "ironboot ($n)" 10; INST_PID[$n]=""
         [ "$h" = "$TK_SURV" ] && check "the survivor $h ($n) exited 0 on SIGTERM (rc $WAIT_RC)" test "$WAIT_RC" = 0
     done
     pg_drop_dbs
