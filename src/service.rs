@@ -403,7 +403,7 @@ impl Service {
     pub async fn apply_change(self: &Arc<Self>, change: crate::store::Change) {
         use crate::metrics::KindLabels;
         use crate::store::Change;
-        let kind = match change {
+        let kind = match &change {
             Change::Node(_) => "node",
             Change::Conductors => "conductors",
             Change::All { .. } => "resync",
@@ -420,17 +420,11 @@ impl Service {
                 }
             }
             Change::All { changed } => {
-                if changed > 0 {
-                    tracing::info!(
-                        changed,
-                        "the resync found changes that notifications missed"
-                    );
-                    if let Err(e) = self.rebalance().await {
-                        tracing::warn!("ring refresh after a resync failed: {e}");
-                    }
-                    if let Err(e) = self.refresh_mirror().await {
-                        tracing::warn!("mirror refresh after a resync failed: {e}");
-                    }
+                if !changed.is_empty() {
+                    tracing::debug!(nodes = changed.len(), "the resync changed index entries");
+                }
+                for uuid in changed {
+                    self.node_changed(uuid).await;
                 }
             }
         }

@@ -347,8 +347,8 @@ impl IndexMaps {
     /// Brings the maps in line with `nodes`, every node read by a query that began when
     /// the maps were at `since`: entries put or removed after that are newer than the
     /// query and stay as they are.
-    fn resync(&mut self, nodes: &[Node], since: u64) -> usize {
-        let mut changed = 0;
+    fn resync(&mut self, nodes: &[Node], since: u64) -> Vec<Uuid> {
+        let mut changed = Vec::new();
         let mut seen = std::collections::HashSet::with_capacity(nodes.len());
         for node in nodes {
             seen.insert(node.uuid);
@@ -363,7 +363,7 @@ impl IndexMaps {
                 .is_some_and(|e| e.version == node.version && e.macs == node.macs);
             if !same {
                 self.put(node);
-                changed += 1;
+                changed.push(node.uuid);
             }
         }
         let gone: Vec<Uuid> = self
@@ -372,9 +372,9 @@ impl IndexMaps {
             .filter(|(u, e)| e.seq <= since && !seen.contains(*u))
             .map(|(u, _)| *u)
             .collect();
-        changed += gone.len();
         for uuid in gone {
             self.remove(uuid);
+            changed.push(uuid);
         }
         self.removed.retain(|_, s| *s > since);
         changed
@@ -1425,9 +1425,9 @@ impl Store {
     }
 
     /// Reads every node and brings the boot index in line with them: what a lost
-    /// notification missed. Returns how many entries changed. With PostgreSQL the nodes and
+    /// notification missed. Returns the nodes whose entries changed. With PostgreSQL the nodes and
     /// their MACs are read in one snapshot (a repeatable-read transaction).
-    pub async fn resync(&self) -> Result<usize, StoreError> {
+    pub async fn resync(&self) -> Result<Vec<Uuid>, StoreError> {
         let since = self.index.seq();
         let listed = {
             let conn = self.conn().await?;
@@ -1477,7 +1477,7 @@ impl Store {
             .await?;
         let resync = |why: &'static str| async move {
             let changed = self.resync().await?;
-            tracing::debug!(changed, "boot index resynced ({why})");
+            tracing::debug!(changed = changed.len(), "boot index resynced ({why})");
             let _ = changes.send(Change::All { changed });
             Ok::<_, StoreError>(())
         };
@@ -1633,14 +1633,15 @@ const NODES_CHANNEL: &str = "ironboot_nodes";
 const CONDUCTORS_CHANNEL: &str = "ironboot_conductors";
 
 /// What [`Store::follow`] saw change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// This node changed (it may be gone).
     Node(Uuid),
     /// A conductor registered or left.
     Conductors,
-    /// The index was resynced; `changed` entries differed.
-    All { changed: usize },
+    /// The index was resynced; these nodes' entries differed (their notifications were
+    /// lost, or had not been applied yet).
+    All { changed: Vec<Uuid> },
 }
 
 /// PostgreSQL: announces a node's change to the other conductors when `tx` commits.
