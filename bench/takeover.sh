@@ -50,11 +50,12 @@ done
 TAKEN=$(awk '/mode=swift/ {for (i=1;i<=NF;i++) if ($i ~ /^taken_over=/) {split($i,a,"="); print a[2]; exit}}' "$OUT")
 if [ "${SKIP_IRONIC:-0}" != 1 ]; then
     echo "== Ironic, $TAKEN nodes" >&2
-    IRONIC=$(bench/ironic-reference.sh "$TAKEN" | tee /dev/stderr)
+    IRONIC=$(bench/ironic-reference.sh "$TAKEN")
+    echo "$IRONIC" >&2
     IRONIC_S=$(echo "$IRONIC" | sed -n 's/.* in \([0-9.]*\) s.*/\1/p')
     echo
-    echo "| state on | mode | nodes taken over | takeover (median of $ROUNDS) | Ironic, same nodes | ratio |"
-    echo "|---|---|---|---|---|---|"
+    echo "| state on | mode | nodes taken over | takeover (median of $ROUNDS) | file-system floor | Ironic, same nodes | ratio |"
+    echo "|---|---|---|---|---|---|---|"
     for dir in $BENCH_DIRS; do
         for mode in swift cache; do
             key=takeover_pass_s; [ "$mode" = cache ] && key=adopted_all_s
@@ -62,7 +63,8 @@ if [ "${SKIP_IRONIC:-0}" != 1 ]; then
             n=$(grep "dir=$dir " "$OUT" | grep "mode=$mode" | grep -o 'taken_over=[0-9]*' | head -1 | cut -d= -f2)
             ratio=$(awk -v i="$IRONIC_S" -v m="$med" 'BEGIN { printf "%.0f×", i / m }')
             fs=$(grep "dir=$dir " "$OUT" | head -1 | grep -o 'fs=[a-z0-9]*' | cut -d= -f2)
-            echo "| $dir ($fs) | $mode | $n | $med s | $IRONIC_S s | $ratio |"
+            floor=$(grep "dir=$dir " "$OUT" | grep -o 'file_system_floor_s=[0-9.]*' | cut -d= -f2 | sort -n | head -1)
+            echo "| $dir ($fs) | $mode | $n | $med s | $floor s | $IRONIC_S s | $ratio |"
         done
     done
 fi
