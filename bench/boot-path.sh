@@ -24,7 +24,8 @@
 #      WRITERS=N (0)  needs BENCH_PG_URL. N conductors share the database: the measured
 #                   one and N-1 more `ironboot serve` ([DEFAULT] host bench-w1..., their own
 #                   API and boot ports, state_path and http_root), started once the
-#                   measured one's mirror is complete and waited for until theirs is too.
+#                   measured one's mirror is complete, and waited for until each answers and the measured one
+#                   counts them all alive (each keeps mirror files only for the nodes it owns).
 #                   During each wrk run of ironboot (never nginx's) a writer
 #                   (bench/boot-path-writers.py, python3 stdlib) sends WRITE_RATE writes/s
 #                   round-robin to all N REST APIs, in pairs on a random node: PATCH
@@ -194,6 +195,23 @@ wait_mirror() {  # name pid state_dir log
     echo "the $1 mirror has only $n of $NODES configs" >&2; exit 1
 }
 wait_mirror "ironboot current" "$IB_PID" "$DIR/state" "$DIR/ironboot.log"
+# an extra conductor keeps mirror files only for the nodes it owns: wait until it answers
+wait_up() {  # name pid api_port log
+    for _ in $(seq 600); do
+        kill -0 "$2" 2>/dev/null || { echo "$1 exited:" >&2; cat "$4" >&2; exit 1; }
+        curl -sf "http://127.0.0.1:$3/healthz" >/dev/null && return 0
+        sleep 0.5
+    done
+    echo "$1 does not answer on port $3" >&2; exit 1
+}
+# until the conductor on api_port counts N conductors alive (the ring is complete)
+wait_ring() {  # api_port n
+    for _ in $(seq 600); do
+        [ "$(curl -sf "http://127.0.0.1:$1/v1/conductors" | python3 -c 'import json,sys; print(sum(c["alive"] for c in json.load(sys.stdin)["conductors"]))' 2>/dev/null)" = "$2" ] && return 0
+        sleep 0.5
+    done
+    echo "the conductor on port $1 does not see $2 live conductors" >&2; exit 1
+}
 [ -z "$BASELINE_REV" ] || wait_mirror "ironboot baseline" "$BASE_PID" "$DIR/state-baseline" "$DIR/ironboot-baseline.log"
 
 # nginx serves the measured conductor's mirror; with writers, a copy of it taken before any
@@ -232,11 +250,12 @@ if [ "$WRITERS" -gt 0 ]; then
     start_extras "current" "$IB_BIN" "$DIR/ironboot.conf" state bench > "$DIR/extras-current.txt"
     [ -z "$BASELINE_REV" ] || start_extras "baseline" "$BASE_BIN" "$DIR/baseline.conf" state-baseline bench-base > "$DIR/extras-baseline.txt"
     while read -r api pid state; do
-        CUR_APIS+=("$api"); wait_mirror "ironboot current ${state##*/}" "$pid" "$state" "$state.log"
+        CUR_APIS+=("$api"); wait_up "ironboot current ${state##*/}" "$pid" "$api" "$state.log"
     done < "$DIR/extras-current.txt"
+    wait_ring "$API_PORT" "$WRITERS"
     if [ -n "$BASELINE_REV" ]; then
         while read -r api pid state; do
-            BASE_APIS+=("$api"); wait_mirror "ironboot baseline ${state##*/}" "$pid" "$state" "$state.log"
+            BASE_APIS+=("$api"); wait_up "ironboot baseline ${state##*/}" "$pid" "$api" "$state.log"
         done < "$DIR/extras-baseline.txt"
     fi
     python3 bench/boot-path-writers.py list "http://127.0.0.1:$API_PORT" "$DIR/uuids.txt" >/dev/null

@@ -1310,10 +1310,13 @@ impl Store {
 
     /// The uuids of every node (the ring's input), in no particular order.
     pub async fn node_uuids(&self) -> Result<Vec<Uuid>, StoreError> {
+        self.uuids("SELECT uuid FROM nodes").await
+    }
+
+    /// The uuids a static query selects (column `uuid`); unreadable ones are skipped.
+    async fn uuids(&self, sql: &'static str) -> Result<Vec<Uuid>, StoreError> {
         let mut conn = self.conn().await?;
-        let rows = sqlx::query("SELECT uuid FROM nodes")
-            .fetch_all(&mut *conn)
-            .await?;
+        let rows = sqlx::query(sql).fetch_all(&mut *conn).await?;
         Ok(rows
             .iter()
             .filter_map(|r| r.try_get::<String, _>("uuid").ok())
@@ -1615,15 +1618,8 @@ impl Store {
 
     /// The uuids of the nodes with an unfinished preparation.
     pub async fn pending_nodes(&self) -> Result<Vec<Uuid>, StoreError> {
-        let mut conn = self.conn().await?;
-        let rows = sqlx::query("SELECT uuid FROM nodes WHERE pending IS NOT NULL")
-            .fetch_all(&mut *conn)
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| r.try_get::<String, _>("uuid").ok())
-            .filter_map(|u| Uuid::try_parse(&u).ok())
-            .collect())
+        self.uuids("SELECT uuid FROM nodes WHERE pending IS NOT NULL")
+            .await
     }
 }
 

@@ -560,40 +560,62 @@ impl Service {
 
     /// Writes the mirror files of many nodes, rendering and writing on every core.
     pub(super) async fn write_mirrors(self: &Arc<Self>, items: Vec<(Arc<BootRecord>, Vec<Mac>)>) {
+        let now = self.clock.now();
+        self.on_every_core(items, "write", move |service, (record, macs)| {
+            let result = match macs.first() {
+                Some(mac) if record.target != Target::None => {
+                    match service.boot.render(&record, mac, "${mac:hexhyp}", now) {
+                        Ok(Some(r)) => service.mirror.write_node(record.uuid, &macs, &r.script),
+                        Ok(None) => service.mirror.remove_node(record.uuid),
+                        Err(e) => {
+                            tracing::warn!(node = %record.uuid, "mirror config not rendered: {e}");
+                            return None;
+                        }
+                    }
+                }
+                _ => service.mirror.remove_node(record.uuid),
+            };
+            Some((record.uuid, result))
+        })
+        .await
+    }
+
+    /// Removes the mirror files of many nodes, on every core.
+    async fn remove_mirrors(self: &Arc<Self>, uuids: Vec<Uuid>) {
+        self.on_every_core(uuids, "remove", |service, uuid| {
+            Some((uuid, service.mirror.remove_node(uuid)))
+        })
+        .await
+    }
+
+    /// Runs `job` on every item, in one blocking task per core; counts and logs what it
+    /// did to the static mirror (`None`: nothing).
+    async fn on_every_core<T: Send + 'static>(
+        self: &Arc<Self>,
+        mut items: Vec<T>,
+        what: &'static str,
+        job: impl Fn(&Service, T) -> Option<(Uuid, std::io::Result<()>)> + Send + Sync + Clone + 'static,
+    ) {
         if items.is_empty() {
             return;
         }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let per = items.len().div_ceil(cores).max(64);
         let mut chunks = Vec::new();
-        let mut items = items;
         while !items.is_empty() {
             let rest = items.split_off(per.min(items.len()));
             chunks.push(std::mem::replace(&mut items, rest));
         }
-        let now = self.clock.now();
         let jobs = chunks.into_iter().map(|chunk| {
-            let service = self.clone();
+            let (service, job) = (self.clone(), job.clone());
             blocking(move || {
                 let mut errors = Vec::new();
                 let mut ok = 0u64;
-                for (record, macs) in chunk {
-                    let result = match macs.first() {
-                        Some(mac) if record.target != Target::None => {
-                            match service.boot.render(&record, mac, "${mac:hexhyp}", now) {
-                                Ok(Some(r)) => service.mirror.write_node(record.uuid, &macs, &r.script),
-                                Ok(None) => service.mirror.remove_node(record.uuid),
-                                Err(e) => {
-                                    tracing::warn!(node = %record.uuid, "mirror config not rendered: {e}");
-                                    continue;
-                                }
-                            }
-                        }
-                        _ => service.mirror.remove_node(record.uuid),
-                    };
-                    match result {
-                        Ok(()) => ok += 1,
-                        Err(e) => errors.push((record.uuid, e)),
+                for item in chunk {
+                    match job(&service, item) {
+                        Some((_, Ok(()))) => ok += 1,
+                        Some((uuid, Err(e))) => errors.push((uuid, e)),
+                        None => {}
                     }
                 }
                 Ok((ok, errors))
@@ -604,44 +626,10 @@ impl Service {
                 Ok((ok, errors)) => {
                     self.metrics.count_mirror_writes(ok, errors.len() as u64);
                     for (uuid, e) in errors {
-                        tracing::error!(node = %uuid, "cannot write the static mirror in {}: {e}", self.mirror.root().display());
+                        tracing::error!(node = %uuid, "cannot {what} the static mirror files in {}: {e}", self.mirror.root().display());
                     }
                 }
-                Err(e) => tracing::error!("cannot write the static mirror: {e}"),
-            }
-        }
-    }
-
-    /// Removes the mirror files of many nodes, on every core.
-    async fn remove_mirrors(&self, uuids: Vec<Uuid>) {
-        if uuids.is_empty() {
-            return;
-        }
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let per = uuids.len().div_ceil(cores).max(64);
-        let jobs = uuids.chunks(per).map(|chunk| {
-            let (mirror, chunk) = (self.mirror.clone(), chunk.to_vec());
-            blocking(move || {
-                let mut errors = Vec::new();
-                let mut ok = 0u64;
-                for uuid in chunk {
-                    match mirror.remove_node(uuid) {
-                        Ok(()) => ok += 1,
-                        Err(e) => errors.push((uuid, e)),
-                    }
-                }
-                Ok((ok, errors))
-            })
-        });
-        for outcome in futures_util::future::join_all(jobs).await {
-            match outcome {
-                Ok((ok, errors)) => {
-                    self.metrics.count_mirror_writes(ok, errors.len() as u64);
-                    for (uuid, e) in errors {
-                        tracing::error!(node = %uuid, "cannot remove from the static mirror in {}: {e}", self.mirror.root().display());
-                    }
-                }
-                Err(e) => tracing::error!("cannot remove from the static mirror: {e}"),
+                Err(e) => tracing::error!("cannot {what} static mirror files: {e}"),
             }
         }
     }

@@ -357,6 +357,31 @@ impl Poller {
     }
 }
 
+impl Conductor {
+    /// SIGTERM, and waits for a clean exit; returns the log.
+    fn stop_cleanly(&mut self) -> String {
+        let serving = self.serving.take().unwrap();
+        sigterm(&serving.child);
+        let (status, log) = serving.wait(Duration::from_secs(30));
+        assert!(status.success(), "{log}");
+        log
+    }
+}
+
+impl Poller {
+    /// Stops polling after one more round, and asserts that no poll failed.
+    async fn finish_clean(self, what: &str) {
+        more_rounds(&self, 1).await;
+        let (rounds, failures) = self.finish().await;
+        assert!(
+            failures.is_empty(),
+            "{what}: {} failures in {rounds} rounds: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+    }
+}
+
 /// Waits for `poller` to finish `n` more rounds.
 async fn more_rounds(poller: &Poller, n: usize) {
     let target = poller.rounds() + n;
@@ -486,24 +511,14 @@ async fn three_conductors_share_300_nodes_in_swift_mode() {
         false,
     );
     more_rounds(&poller, 1).await;
-    let serving = c2.serving.take().unwrap();
-    sigterm(&serving.child);
-    let (status, log) = serving.wait(Duration::from_secs(30));
-    assert!(status.success(), "{log}");
+    c2.stop_cleanly();
     wait_until(
         Duration::from_secs(5),
         "c1 takes every node at once",
         || async { settled(&http, &[&c1], &all).await },
     )
     .await;
-    more_rounds(&poller, 1).await;
-    let (rounds, failures) = poller.finish().await;
-    assert!(
-        failures.is_empty(),
-        "{} failures in {rounds} rounds: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    poller.finish_clean("clean stop").await;
     drop((c1, c2, c3));
     drop_postgres_db(&db).await;
 }
@@ -636,10 +651,7 @@ async fn three_conductors_cache_mode_scripts_name_the_live_owner() {
         true,
     );
     more_rounds(&poller, 1).await;
-    let serving = c2.serving.take().unwrap();
-    sigterm(&serving.child);
-    let (status, log) = serving.wait(Duration::from_secs(30));
-    assert!(status.success(), "{log}");
+    let log = c2.stop_cleanly();
     assert!(log.contains("conductor unregistered"), "{log}");
     wait_until(
         Duration::from_secs(10),
@@ -650,14 +662,7 @@ async fn three_conductors_cache_mode_scripts_name_the_live_owner() {
         },
     )
     .await;
-    more_rounds(&poller, 1).await;
-    let (rounds, failures) = poller.finish().await;
-    assert!(
-        failures.is_empty(),
-        "{} failures in {rounds} rounds: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    poller.finish_clean("clean stop").await;
     // a conductor joins: it takes its share, and c1 serves each node it gives up until
     // the joiner has the images; again no poll fails
     let c4 = Conductor::start("cache-4", &db, cache);
@@ -684,14 +689,7 @@ async fn three_conductors_cache_mode_scripts_name_the_live_owner() {
         },
     )
     .await;
-    more_rounds(&poller, 1).await;
-    let (rounds, failures) = poller.finish().await;
-    assert!(
-        failures.is_empty(),
-        "joining: {} failures in {rounds} rounds: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    poller.finish_clean("joining").await;
     drop(c4);
     drop((c1, c2, c3));
     drop_postgres_db(&db).await;
