@@ -1368,12 +1368,11 @@ impl Store {
 
     /// Every node in the boot index, with its MACs, in no particular order.
     pub fn indexed(&self) -> Vec<(Arc<BootRecord>, Vec<Mac>)> {
-        let maps = self
-            .index
+        self.index
             .maps
             .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        maps.by_uuid
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_uuid
             .values()
             .map(|e| (e.record.clone(), e.macs.clone()))
             .collect()
@@ -1381,12 +1380,11 @@ impl Store {
 
     /// One node from the boot index.
     pub fn indexed_node(&self, uuid: Uuid) -> Option<(Arc<BootRecord>, Vec<Mac>)> {
-        let maps = self
-            .index
+        self.index
             .maps
             .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        maps.by_uuid
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_uuid
             .get(&uuid)
             .map(|e| (e.record.clone(), e.macs.clone()))
     }

@@ -651,13 +651,13 @@ impl Service {
         let deadline = Instant::now() + limit;
         let mut handed_over = false;
         loop {
+            let held = self
+                .store
+                .indexed()
+                .iter()
+                .filter(|(r, _)| self.holds(r))
+                .count();
             if !self.others_alive().await {
-                let held = self
-                    .store
-                    .indexed()
-                    .iter()
-                    .filter(|(r, _)| self.holds(r))
-                    .count();
                 if held > 0 {
                     tracing::info!(
                         nodes = held,
@@ -666,12 +666,6 @@ impl Service {
                 }
                 return held;
             }
-            let held = self
-                .store
-                .indexed()
-                .iter()
-                .filter(|(r, _)| self.holds(r))
-                .count();
             if held == 0 || Instant::now() >= deadline {
                 if held > 0 {
                     tracing::warn!(
