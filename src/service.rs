@@ -642,6 +642,8 @@ impl Service {
             })
             .await?;
         tracing::info!(node = %node.uuid, name = ?node.name, "node created");
+        let mut node = node;
+        node.conductor = self.owner_of(&node.uuid);
         Ok(node)
     }
 
@@ -770,6 +772,8 @@ impl Service {
         // prepare.
         self.sync_mirror(node.uuid).await;
         tracing::info!(node = %node.uuid, "node updated");
+        let mut node = node;
+        node.conductor = self.owner_of(&node.uuid);
         Ok(node)
     }
 

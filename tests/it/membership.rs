@@ -165,6 +165,20 @@ async fn a_dead_conductors_reservation_is_freed_and_its_preparation_finished() {
         .await;
     assert_eq!(st, StatusCode::CREATED, "{n}");
     let uuid = n["uuid"].as_str().unwrap().to_string();
+    // the answer to a create names the node's conductor, as a read does
+    let (_, read) = a
+        .call(Method::GET, &format!("/v1/nodes/{uuid}"), None)
+        .await;
+    assert!(n["conductor"].is_string(), "{n}");
+    assert_eq!(n["conductor"], read["conductor"]);
+    let (_, patched) = a
+        .call(
+            Method::PATCH,
+            &format!("/v1/nodes/{uuid}"),
+            Some(json!({"name": "gone-node"})),
+        )
+        .await;
+    assert_eq!(patched["conductor"], read["conductor"], "{patched}");
 
     // what cond-gone left: a stored request it was working on, under its reservation
     let mut node = store.get_node(&uuid).await.unwrap();
