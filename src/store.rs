@@ -391,6 +391,8 @@ struct BootIndex {
     write: tokio::sync::Mutex<()>,
     /// SQLite: the database file, locked as long as the store lives.
     file: Option<OwnedFile>,
+    /// Woken by every change of the maps.
+    changed: tokio::sync::Notify,
 }
 
 impl BootIndex {
@@ -399,6 +401,7 @@ impl BootIndex {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .put(node);
+        self.changed.notify_waiters();
     }
 
     fn remove(&self, uuid: Uuid) {
@@ -406,6 +409,7 @@ impl BootIndex {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(uuid);
+        self.changed.notify_waiters();
     }
 
     fn get(&self, mac: &Mac) -> Option<Arc<BootRecord>> {
@@ -670,6 +674,7 @@ impl Store {
                 maps: RwLock::default(),
                 write: tokio::sync::Mutex::new(()),
                 file: owned,
+                changed: tokio::sync::Notify::new(),
             }),
             listen_url: match db {
                 DatabaseUrl::Postgres(url) => Some(url.expose().to_string()),
@@ -1366,6 +1371,11 @@ impl Store {
             .collect())
     }
 
+    /// Resolves at the next change of the boot index after this call.
+    pub fn index_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.index.changed.notified()
+    }
+
     /// Every node in the boot index, with its MACs, in no particular order.
     pub fn indexed(&self) -> Vec<(Arc<BootRecord>, Vec<Mac>)> {
         self.index
@@ -1452,6 +1462,9 @@ impl Store {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .resync(&listed.nodes, since);
+        if !changed.is_empty() {
+            self.index.changed.notify_waiters();
+        }
         Ok(changed)
     }
 

@@ -651,6 +651,8 @@ impl Service {
         let deadline = Instant::now() + limit;
         let mut handed_over = false;
         loop {
+            // taken before the count, so a change right after it is not missed
+            let changed = self.store.index_changed();
             let held = self
                 .store
                 .indexed()
@@ -685,12 +687,20 @@ impl Service {
                 }
                 return held;
             }
+            if !handed_over {
+                tracing::info!(
+                    nodes = held,
+                    "waiting for other conductors to take over the images this one serves"
+                );
+            }
             handed_over = true;
-            tracing::info!(
-                nodes = held,
-                "waiting for other conductors to take over the images this one serves"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // the new owners' commits reach the index; a conductor dying meanwhile is seen
+            // at the next heartbeat interval at the latest
+            let recheck = deadline.min(Instant::now() + self.identity.heartbeat_interval);
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(recheck.into()) => {}
+            }
         }
     }
 
